@@ -1,0 +1,29 @@
+# The two quick-start commands: `make quickstart` (the main job) and `make test` (the whole suite).
+# Both create .venv on first use; torch is installed first so pip takes the CPU wheel.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TORCH_VERSION ?= 2.13.0
+
+.PHONY: setup quickstart test lint
+
+$(BIN)/dmamba: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==$(TORCH_VERSION)
+	$(BIN)/pip install -q -e ".[test]"
+	touch $@
+
+setup: $(BIN)/dmamba
+
+quickstart: setup
+	$(BIN)/dmamba quickstart
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .

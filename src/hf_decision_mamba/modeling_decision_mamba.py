@@ -1,0 +1,643 @@
+"""Decision Mamba: the Decision Transformer with Mamba selective state-space mixers in place of attention.
+
+One file covers every variant of the papers through config switches (see `DecisionMambaConfig`):
+DMamba (pre-LN Mamba + MLP), DeMa (RMSNorm + Mamba, fp32 residual, (R_t, a_{t-1}, s_t) tokens or the
+embedding-concatenated layout) and MambaDM's GLoMa (global + local Mamba fused by addition and an MLP).
+
+Padding is exact: padded positions enter the mixer as zeros with a zero step size, so they never touch the
+convolution or the scan state of real positions. The same weights run a parallel forward (training, window
+acting) and a constant-cost recurrent step (recurrent acting).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from .configuration_decision_mamba import DecisionMambaConfig
+from .selective_scan import causal_conv1d, causal_conv1d_update, selective_scan, selective_state_update
+
+# ----------------------------------------------------------------------------------------------------------
+# Outputs and recurrent cache
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DecisionMambaOutput(ModelOutput):
+    """Output of [`DecisionMambaModel`]; field names follow `DecisionTransformerOutput`.
+
+    Args:
+        loss: Masked MSE (continuous) or cross-entropy (discrete) against `labels`, when given.
+        action_preds: (batch, K, act_dim) actions (continuous) or logits (discrete) for every timestep.
+        last_hidden_state: (batch, K * tokens_per_step, hidden_size) output of the final norm.
+        hidden_states: Embedding output plus each block's output, when `output_hidden_states=True`.
+        attentions: Each layer's implicit (hidden) attention, averaged over channels, (batch, tokens, tokens).
+    """
+
+    loss: torch.Tensor | None = None
+    action_preds: torch.Tensor | None = None
+    last_hidden_state: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+class MambaState:
+    """Recurrent state of one mixer: the last `conv_kernel` inputs and the SSM state."""
+
+    def __init__(self, batch: int, inner: int, conv_kernel: int, state_size: int, device, dtype) -> None:
+        self.conv = torch.zeros(batch, inner, conv_kernel, device=device, dtype=dtype)
+        self.ssm = torch.zeros(batch, inner, state_size, device=device, dtype=torch.float32)
+
+    def reset(self, which: torch.Tensor | None = None) -> None:
+        """Zero the state of all sequences, or of those where the boolean `which` (batch,) is true."""
+        if which is None:
+            self.conv.zero_()
+            self.ssm.zero_()
+        else:
+            keep = (~which).to(self.conv.dtype)
+            self.conv.mul_(keep[:, None, None])
+            self.ssm.mul_(keep[:, None, None].float())
+
+
+class DecisionMambaCache:
+    """Per-layer mixer states for recurrent acting; the cost of a step does not grow with the episode."""
+
+    def __init__(self, config: DecisionMambaConfig, batch: int, device, dtype) -> None:
+        args = (batch, config.intermediate_size, config.conv_kernel, config.state_size, device, dtype)
+        self.global_states = [MambaState(*args) for _ in range(config.num_hidden_layers)]
+        self.local_states = (
+            [MambaState(*args) for _ in range(config.num_hidden_layers)] if config.block_type == "gloma" else None
+        )
+        self.steps_seen = 0
+
+    def reset_local(self, which: torch.Tensor | None = None) -> None:
+        """Start a new GLoMa sub-sequence (for all sequences, or where `which` is true)."""
+        for state in self.local_states or []:
+            state.reset(which)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Building blocks
+# ----------------------------------------------------------------------------------------------------------
+
+
+class DecisionMambaRMSNorm(nn.Module):
+    """Root-mean-square norm with a learned scale, computed in float32 (as in Mamba and DeMa)."""
+
+    def __init__(self, hidden_size: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.eps = eps
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        dtype = hidden.dtype
+        hidden = hidden.float()
+        hidden = hidden * torch.rsqrt(hidden.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (self.weight * hidden).to(dtype)
+
+
+def make_norm(config: DecisionMambaConfig, size: int | None = None) -> nn.Module:
+    size = size or config.hidden_size
+    if config.norm_type == "rms_norm":
+        return DecisionMambaRMSNorm(size, eps=config.layer_norm_epsilon)
+    return nn.LayerNorm(size, eps=config.layer_norm_epsilon)
+
+
+class DecisionMambaMixer(nn.Module):
+    """The Mamba-1 selective SSM mixer; parameter names match `mamba_ssm.Mamba` so weights move unchanged."""
+
+    def __init__(self, config: DecisionMambaConfig) -> None:
+        super().__init__()
+        self.config = config
+        inner, n, rank = config.intermediate_size, config.state_size, config.time_step_rank
+        self.in_proj = nn.Linear(config.hidden_size, 2 * inner, bias=config.use_bias)
+        self.conv1d = nn.Conv1d(
+            inner, inner, config.conv_kernel, groups=inner, padding=config.conv_kernel - 1, bias=config.use_conv_bias
+        )
+        self.x_proj = nn.Linear(inner, rank + 2 * n, bias=False)
+        self.dt_proj = nn.Linear(rank, inner, bias=True)
+        self.A_log = nn.Parameter(torch.log(torch.arange(1, n + 1, dtype=torch.float32)).repeat(inner, 1))
+        self.D = nn.Parameter(torch.ones(inner))
+        self.out_proj = nn.Linear(inner, config.hidden_size, bias=config.use_bias)
+
+    @torch.no_grad()
+    def reset_ssm_parameters(self) -> None:
+        """Mamba's S4D-real `A_log`, unit `D` and log-uniform step-size init of `dt_proj` (undone by generic init)."""
+        config, inner = self.config, self.config.intermediate_size
+        init.copy_(self.A_log, torch.log(torch.arange(1, config.state_size + 1, dtype=torch.float32)).repeat(inner, 1))
+        init.ones_(self.D)
+        std = config.time_step_rank**-0.5
+        init.uniform_(self.dt_proj.weight, -std, std)
+        low, high = math.log(config.time_step_min), math.log(config.time_step_max)
+        dt = torch.exp(torch.rand(inner) * (high - low) + low).clamp(min=config.time_step_floor)
+        init.copy_(self.dt_proj.bias, dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+        init.kaiming_uniform_(self.conv1d.weight, a=math.sqrt(5))
+        if self.conv1d.bias is not None:
+            init.zeros_(self.conv1d.bias)
+
+    def _ssm_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """From the conv output x (..., inner) compute the step size and the input-dependent B and C."""
+        rank, n = self.config.time_step_rank, self.config.state_size
+        dt, B, C = self.x_proj(x).split([rank, n, n], dim=-1)
+        return F.softplus(self.dt_proj(dt)), B, C
+
+    def forward(
+        self, hidden: torch.Tensor, mask: torch.Tensor | None = None, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Parallel forward over (batch, L, hidden); `mask` (batch, L) zeroes padded inputs and step sizes."""
+        backend = self.config.scan_backend
+        x, z = self.in_proj(hidden).transpose(1, 2).chunk(2, dim=1)  # (batch, inner, L) each
+        if mask is not None:
+            x = x * mask[:, None, :]
+        x = causal_conv1d(x, self.conv1d.weight.squeeze(1), self.conv1d.bias, activation="silu", backend=backend)
+        delta, B, C = self._ssm_inputs(x.transpose(1, 2))
+        delta = delta.transpose(1, 2)
+        if mask is not None:
+            delta = delta * mask[:, None, :]
+        A = -torch.exp(self.A_log.float())
+        B, C = B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous()
+        y = selective_scan(x, delta, A, B, C, self.D.float(), z, backend=backend)
+        attention = hidden_attention(delta, A, B, C) if output_attentions else None
+        return self.out_proj(y.transpose(1, 2)), attention
+
+    def step(self, hidden: torch.Tensor, state: MambaState) -> torch.Tensor:
+        """One recurrent step for a single token (batch, hidden), updating `state` in place."""
+        backend = self.config.scan_backend
+        x, z = self.in_proj(hidden).chunk(2, dim=-1)
+        x = causal_conv1d_update(
+            x, state.conv, self.conv1d.weight.squeeze(1), self.conv1d.bias, activation="silu", backend=backend
+        )
+        delta, B, C = self._ssm_inputs(x)
+        A = -torch.exp(self.A_log.float())
+        y = selective_state_update(state.ssm, x, delta, A, B, C, self.D.float(), z, backend=backend)
+        return self.out_proj(y)
+
+
+def hidden_attention(delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
+    """Mamba's implicit attention, averaged over channels: alpha[t, s] = C_t . exp(A * sum_{s<k<=t} delta_k) delta_s B_s.
+
+    delta: (batch, inner, L), A: (inner, N), B, C: (batch, N, L). Returns (batch, L, L), zero above the diagonal.
+    """
+    cumulative = delta.float().cumsum(-1)  # (batch, inner, L)
+    gap = cumulative[..., :, None] - cumulative[..., None, :]  # (batch, inner, t, s)
+    length = delta.shape[-1]
+    causal = torch.ones(length, length, dtype=torch.bool, device=delta.device).tril()
+    gap = gap.masked_fill(~causal, 0.0)
+    attention = torch.zeros_like(gap)
+    for n in range(A.shape[1]):  # one state dimension at a time keeps memory at (batch, inner, L, L)
+        weight = torch.exp(A[:, n, None, None] * gap) * (C[:, None, n, :, None] * B[:, None, n, None, :])
+        attention += weight
+    attention = attention * delta.float()[..., None, :]
+    return attention.masked_fill(~causal, 0.0).mean(1)
+
+
+class DecisionMambaMLP(nn.Module):
+    """The transformer feed-forward network: Linear, GELU, Linear."""
+
+    def __init__(self, config: DecisionMambaConfig) -> None:
+        super().__init__()
+        self.fc_in = nn.Linear(config.hidden_size, config.mlp_ratio * config.hidden_size)
+        self.fc_out = nn.Linear(config.mlp_ratio * config.hidden_size, config.hidden_size)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.fc_out(F.gelu(self.fc_in(hidden)))
+
+
+class DecisionMambaBlock(nn.Module):
+    """Pre-norm residual block: `x += mixer(norm(x))` (GLoMa: `+ local_mixer(norm(x))`), then `x += MLP(norm(x))`."""
+
+    def __init__(self, config: DecisionMambaConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.norm = make_norm(config)
+        self.mixer = DecisionMambaMixer(config)
+        self.local_mixer = DecisionMambaMixer(config) if config.block_type == "gloma" else None
+        self.mlp_norm = make_norm(config) if config.use_mlp else None
+        self.mlp = DecisionMambaMLP(config) if config.use_mlp else None
+        self.dropout = nn.Dropout(config.dropout)
+
+    def _residual(self, residual: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
+        return residual + self.dropout(update).to(residual.dtype)
+
+    def _feed_forward(self, residual: torch.Tensor) -> torch.Tensor:
+        if self.mlp is None:
+            return residual
+        return self._residual(residual, self.mlp(self.mlp_norm(residual.to(self.mlp_norm.weight.dtype))))
+
+    def forward(
+        self,
+        residual: torch.Tensor,
+        mask: torch.Tensor | None,
+        local_chunks: LocalChunks | None,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        normed = self.norm(residual.to(self.norm.weight.dtype))
+        update, attention = self.mixer(normed, mask, output_attentions)
+        if self.local_mixer is not None:
+            local_in, local_mask = local_chunks.split(normed)
+            update = update + local_chunks.merge(self.local_mixer(local_in, local_mask)[0])
+        return self._feed_forward(self._residual(residual, update)), attention
+
+    def step(self, residual: torch.Tensor, cache: DecisionMambaCache, layer: int) -> torch.Tensor:
+        normed = self.norm(residual.to(self.norm.weight.dtype))
+        update = self.mixer.step(normed, cache.global_states[layer])
+        if self.local_mixer is not None:
+            update = update + self.local_mixer.step(normed, cache.local_states[layer])
+        return self._feed_forward(self._residual(residual, update))
+
+
+class LocalChunks:
+    """GLoMa's sub-sequences: cut the token sequence into chunks of `local_window` timesteps.
+
+    Chunks are aligned to absolute episode timesteps (a chunk starts where `timestep % window == 0`), so left
+    padding and a sliding window never move a chunk boundary. Positions outside the sequence are masked.
+    """
+
+    def __init__(self, timesteps: torch.Tensor, mask: torch.Tensor, window: int, tokens_per_step: int) -> None:
+        batch, steps = timesteps.shape
+        self.batch, self.tokens, self.tokens_per_step = batch, steps * tokens_per_step, tokens_per_step
+        self.chunk_tokens = window * tokens_per_step
+        if window == 1:
+            self.index = None
+            self.mask = mask.reshape(batch * steps, tokens_per_step)
+            return
+        real = mask[:, :: tokens_per_step] > 0
+        positions = torch.arange(steps, device=timesteps.device).expand(batch, steps)
+        last = torch.where(real, positions, -1).max(dim=1).values.clamp(min=0)
+        last_timestep = timesteps.gather(1, last[:, None]).squeeze(1)
+        shift = (last_timestep - last) % window  # extended position of step i is i + shift
+        extended_steps = math.ceil((steps + window - 1) / window) * window
+        step_index = positions + shift[:, None]
+        token_offsets = torch.arange(tokens_per_step, device=timesteps.device)
+        self.index = (step_index[..., None] * tokens_per_step + token_offsets).reshape(batch, -1)
+        self.extended_tokens = extended_steps * tokens_per_step
+        extended_mask = mask.new_zeros(batch, self.extended_tokens).scatter(1, self.index, mask)
+        self.mask = extended_mask.reshape(-1, self.chunk_tokens)
+
+    def split(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(batch, tokens, hidden) -> (batch * chunks, chunk_tokens, hidden) and its mask."""
+        size = hidden.shape[-1]
+        if self.index is None:
+            return hidden.reshape(-1, self.tokens_per_step, size), self.mask
+        extended = hidden.new_zeros(self.batch, self.extended_tokens, size)
+        extended = extended.scatter(1, self.index[..., None].expand(-1, -1, size), hidden)
+        return extended.reshape(-1, self.chunk_tokens, size), self.mask
+
+    def merge(self, chunks: torch.Tensor) -> torch.Tensor:
+        """Inverse of `split`: back to (batch, tokens, hidden)."""
+        size = chunks.shape[-1]
+        if self.index is None:
+            return chunks.reshape(self.batch, self.tokens, size)
+        extended = chunks.reshape(self.batch, self.extended_tokens, size)
+        return extended.gather(1, self.index[..., None].expand(-1, -1, size))
+
+
+class AtariStateEncoder(nn.Module):
+    """DT's Nature-CNN over 4x84x84 frame stacks (uint8 or float in [0, 255]) to a Tanh embedding."""
+
+    def __init__(self, embedding_size: int) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(4, 32, 8, stride=4),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 4, stride=2),
+            nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=1),
+            nn.ReLU(),
+            nn.Flatten(),
+        )
+        self.linear = nn.Linear(3136, embedding_size)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        leading = frames.shape[:-3]
+        features = self.conv(frames.reshape(-1, *frames.shape[-3:]).float() / 255.0)
+        return torch.tanh(self.linear(features)).reshape(*leading, -1)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The model
+# ----------------------------------------------------------------------------------------------------------
+
+
+class DecisionMambaPreTrainedModel(PreTrainedModel):
+    config_class = DecisionMambaConfig
+    config: DecisionMambaConfig
+    base_model_prefix = "decision_mamba"
+    main_input_name = "states"
+    supports_gradient_checkpointing = False
+    _no_split_modules = ["DecisionMambaBlock"]
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """Generic init for linear/embedding/norm layers, then restore Mamba's own SSM initialisation."""
+        super()._init_weights(module)
+        if isinstance(module, DecisionMambaMixer):
+            module.reset_ssm_parameters()
+
+
+class DecisionMambaModel(DecisionMambaPreTrainedModel):
+    """Decision Mamba: embeds (return-to-go, state, action) tokens, runs Mamba blocks, predicts actions.
+
+    The forward takes the inputs of `transformers.DecisionTransformerModel` and adds `labels` (target
+    actions) so that the plain `Trainer` computes and reports the loss.
+    """
+
+    def __init__(self, config: DecisionMambaConfig) -> None:
+        super().__init__(config)
+        size = config.token_embedding_size
+        if config.state_encoder == "atari_cnn":
+            self.embed_state = AtariStateEncoder(size)
+        else:
+            self.embed_state = nn.Linear(config.state_dim, size)
+        self.embed_return = nn.Linear(1, size)
+        if config.is_discrete:  # one extra index for "no previous action" (first step of a window)
+            self.embed_action = nn.Embedding(config.n_actions + 1, size)
+        else:
+            self.embed_action = nn.Linear(config.act_dim, size)
+        self.embed_timestep = nn.Embedding(config.max_ep_len, size) if config.use_timestep_embedding else None
+        self.embed_norm = make_norm(config, size * (3 if config.token_layout == "concat" else 1))
+        projected = size * (3 if config.token_layout == "concat" else 1)
+        self.embed_proj = nn.Linear(projected, config.hidden_size) if projected != config.hidden_size else None
+        self.embed_dropout = nn.Dropout(config.dropout)
+        self.layers = nn.ModuleList(DecisionMambaBlock(config) for _ in range(config.num_hidden_layers))
+        self.norm_f = make_norm(config)
+        self.predict_action = nn.Linear(config.hidden_size, config.act_dim)
+        self.post_init()
+
+    # -- inputs ------------------------------------------------------------------------------------------
+
+    def _validate(self, states, actions, returns_to_go, timesteps, attention_mask, labels) -> None:
+        """Raise a `ValueError` naming the field, what was received and what the config expects."""
+        config = self.config
+        state_shape = tuple(config.state_shape or [config.state_dim])
+        if states is None or states.dim() != 2 + len(state_shape) or tuple(states.shape[2:]) != state_shape:
+            got = None if states is None else tuple(states.shape)
+            raise ValueError(f"states: got shape {got}, expected (batch, K, {', '.join(map(str, state_shape))}).")
+        batch, steps = states.shape[:2]
+        expected = {
+            "returns_to_go": (returns_to_go, (batch, steps, 1)),
+            "timesteps": (timesteps, (batch, steps)),
+            "attention_mask": (attention_mask, (batch, steps)),
+        }
+        action_shape = (batch, steps) if config.is_discrete else (batch, steps, config.act_dim)
+        expected["actions"] = (actions, action_shape)
+        if labels is not None and not (config.is_discrete and tuple(labels.shape) == (batch, steps, 1)):
+            expected["labels"] = (labels, action_shape)
+        for name, (value, shape) in expected.items():
+            if value is None and name in ("attention_mask", "timesteps"):
+                continue
+            if value is None or tuple(value.shape) != shape:
+                got = None if value is None else tuple(value.shape)
+                raise ValueError(f"{name}: got shape {got}, expected {shape}.")
+        if config.is_discrete:
+            for name, value in (("actions", actions), ("labels", labels)):
+                if value is not None and (value.is_floating_point() or value.is_complex()):
+                    raise ValueError(f"{name}: got dtype {value.dtype}, expected an integer dtype (discrete actions).")
+            if actions.numel() and (actions.min() < 0 or actions.max() >= config.n_actions):
+                raise ValueError(
+                    f"actions: got values in [{int(actions.min())}, {int(actions.max())}], expected [0, {config.n_actions})."
+                )
+        if timesteps is not None and timesteps.numel() and (timesteps.min() < 0 or timesteps.max() >= config.max_ep_len):
+            raise ValueError(
+                f"timesteps: got values in [{int(timesteps.min())}, {int(timesteps.max())}], "
+                f"expected [0, max_ep_len={config.max_ep_len})."
+            )
+        for name, value in (("states", states), ("actions", actions), ("returns_to_go", returns_to_go)):
+            if value.is_floating_point() and not torch.isfinite(value).all():
+                raise ValueError(f"{name}: contains NaN or inf values, expected finite numbers.")
+
+    def _no_action(self, actions: torch.Tensor) -> torch.Tensor:
+        """The "no previous action" input shaped like one step of `actions` (zeros, or index n_actions)."""
+        if self.config.is_discrete:
+            return torch.full_like(actions[:, :1], self.config.n_actions)
+        return torch.zeros_like(actions[:, :1])
+
+    def _previous_actions(self, actions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """a_{t-1} for each step; "no action" where the previous step is outside the window or padding."""
+        none = self._no_action(actions)
+        previous = torch.cat([none, actions[:, :-1]], dim=1)
+        has_previous = torch.cat([torch.zeros_like(mask[:, :1]), mask[:, :-1]], dim=1) > 0
+        has_previous = has_previous.view(*has_previous.shape, *([1] * (previous.dim() - 2)))
+        return torch.where(has_previous, previous, none)
+
+    def _embed_actions(self, actions: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        if self.config.is_discrete:
+            embedded = self.embed_action(actions.long())
+            if self.config.state_encoder == "atari_cnn":
+                embedded = torch.tanh(embedded)
+        else:
+            embedded = self.embed_action(actions.to(self.embed_action.weight.dtype))
+        return self._add_time(embedded, timesteps)
+
+    def _embed_returns(self, returns_to_go: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        embedded = self.embed_return(returns_to_go.to(self.embed_return.weight.dtype))
+        if self.config.state_encoder == "atari_cnn":
+            embedded = torch.tanh(embedded)
+        return self._add_time(embedded, timesteps)
+
+    def _embed_states(self, states: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        if self.config.state_encoder != "atari_cnn":
+            states = states.to(self.embed_state.weight.dtype)
+        return self._add_time(self.embed_state(states), timesteps)
+
+    def _add_time(self, embedded: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        return embedded if self.embed_timestep is None else embedded + self.embed_timestep(timesteps)
+
+    def _finish_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Norm, optional projection to `hidden_size` and dropout, applied token by token."""
+        tokens = self.embed_norm(tokens)
+        if self.embed_proj is not None:
+            tokens = self.embed_proj(tokens)
+        return self.embed_dropout(tokens)
+
+    def embed_tokens(
+        self,
+        states: torch.Tensor,
+        actions: torch.Tensor,
+        returns_to_go: torch.Tensor,
+        timesteps: torch.Tensor,
+        attention_mask: torch.Tensor,
+        previous_actions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Interleave the per-step embeddings into the token sequence of the configured layout.
+
+        Returns (batch, K * tokens_per_step, hidden_size): rsa = (R_t, s_t, a_t), ras = (R_t, a_{t-1}, s_t),
+        concat = one token per step from the concatenated (R_t, a_{t-1}, s_t) embeddings. `previous_actions`
+        overrides the a_{t-1} derived from `actions` (used by the recurrent step).
+        """
+        layout = self.config.token_layout
+        ret = self._embed_returns(returns_to_go, timesteps)
+        state = self._embed_states(states, timesteps)
+        if layout == "rsa":
+            action = self._embed_actions(actions, timesteps)
+            parts = (ret, state, action)
+        else:
+            if previous_actions is None:
+                previous_actions = self._previous_actions(actions, attention_mask)
+            parts = (ret, self._embed_actions(previous_actions, timesteps), state)
+        if layout == "concat":
+            return self._finish_tokens(torch.cat(parts, dim=-1))
+        batch, steps = states.shape[:2]
+        return self._finish_tokens(torch.stack(parts, dim=2).reshape(batch, steps * 3, -1))
+
+    @property
+    def action_token(self) -> int:
+        """Index, within a step's tokens, of the token whose output predicts a_t."""
+        return {"rsa": 1, "ras": 2, "concat": 0}[self.config.token_layout]
+
+    # -- heads and loss ----------------------------------------------------------------------------------
+
+    def _predict_actions(self, hidden: torch.Tensor) -> torch.Tensor:
+        preds = self.predict_action(hidden)
+        if self.config.action_tanh and not self.config.is_discrete:
+            preds = torch.tanh(preds)
+        return preds
+
+    def _loss(self, preds: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Masked MSE over real steps (continuous) or cross-entropy over real steps (discrete)."""
+        real = mask > 0
+        if self.config.is_discrete:
+            return F.cross_entropy(preds[real].float(), labels.reshape(real.shape)[real].long())
+        return F.mse_loss(preds[real].float(), labels[real].to(preds.dtype).float())
+
+    # -- forward -----------------------------------------------------------------------------------------
+
+    def forward(
+        self,
+        states: torch.Tensor | None = None,
+        actions: torch.Tensor | None = None,
+        rewards: torch.Tensor | None = None,
+        returns_to_go: torch.Tensor | None = None,
+        timesteps: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> DecisionMambaOutput | tuple:
+        """Predict a_t for every step of a (left-padded) window of K steps.
+
+        Shapes as `DecisionTransformerModel`: states (batch, K, state_dim) (Atari: (batch, K, 4, 84, 84)),
+        actions (batch, K, act_dim) (discrete: (batch, K) integers), rewards and returns_to_go (batch, K, 1),
+        timesteps and attention_mask (batch, K). `rewards` is accepted for compatibility and not used, as in DT.
+        `labels` (target actions, shaped like `actions`) turns on the loss.
+        """
+        output_hidden_states = output_hidden_states or self.config.output_hidden_states
+        output_attentions = output_attentions or self.config.output_attentions
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        self._validate(states, actions, returns_to_go, timesteps, attention_mask, labels)
+        batch, steps = states.shape[:2]
+        if attention_mask is None:
+            attention_mask = torch.ones(batch, steps, dtype=torch.long, device=states.device)
+        if timesteps is None:
+            timesteps = torch.arange(steps, device=states.device).expand(batch, steps)
+        tokens_per_step = self.config.tokens_per_step
+        hidden = self.embed_tokens(states, actions, returns_to_go, timesteps, attention_mask)
+        mask = attention_mask.to(hidden.dtype).repeat_interleave(tokens_per_step, dim=1)
+        local_chunks = None
+        if self.config.block_type == "gloma":
+            local_chunks = LocalChunks(timesteps, mask, self.config.local_window, tokens_per_step)
+        if self.config.residual_in_fp32:
+            hidden = hidden.float()
+        all_hidden, all_attentions = (hidden,), ()
+        for layer in self.layers:
+            hidden, attention = layer(hidden, mask, local_chunks, output_attentions)
+            all_hidden += (hidden,)
+            all_attentions += (attention,)
+        hidden = self.norm_f(hidden.to(self.norm_f.weight.dtype))
+        step_hidden = hidden.reshape(batch, steps, tokens_per_step, -1)[:, :, self.action_token]
+        action_preds = self._predict_actions(step_hidden)
+        loss = self._loss(action_preds, labels, attention_mask) if labels is not None else None
+        output = DecisionMambaOutput(
+            loss=loss,
+            action_preds=action_preds,
+            last_hidden_state=hidden,
+            hidden_states=all_hidden if output_hidden_states else None,
+            attentions=all_attentions if output_attentions else None,
+        )
+        return output if return_dict else output.to_tuple()
+
+    # -- recurrent acting ---------------------------------------------------------------------------------
+
+    def init_cache(self, batch: int) -> DecisionMambaCache:
+        """Empty recurrent state for `batch` parallel episodes."""
+        weight = self.predict_action.weight
+        return DecisionMambaCache(self.config, batch, weight.device, weight.dtype)
+
+    def _step_token(self, token: torch.Tensor, cache: DecisionMambaCache) -> torch.Tensor:
+        hidden = token.float() if self.config.residual_in_fp32 else token
+        for index, layer in enumerate(self.layers):
+            hidden = layer.step(hidden, cache, index)
+        return hidden
+
+    @torch.no_grad()
+    def recurrent_step(
+        self,
+        cache: DecisionMambaCache,
+        states: torch.Tensor,
+        previous_actions: torch.Tensor | None,
+        returns_to_go: torch.Tensor,
+        timesteps: torch.Tensor,
+    ) -> torch.Tensor:
+        """Feed step t of `batch` episodes in lockstep and return the predicted a_t, at constant cost.
+
+        states (batch, *state_shape), previous_actions a_{t-1} ((batch, act_dim) or (batch,); None at t = 0),
+        returns_to_go (batch, 1), timesteps (batch,). Equals the parallel forward over the whole prefix.
+        """
+        config = self.config
+        states, returns_to_go, timesteps = states[:, None], returns_to_go[:, None], timesteps.reshape(-1, 1)
+        if config.token_layout == "rsa":
+            if previous_actions is not None:  # the a_{t-1} token completes step t-1
+                previous = self._embed_actions(previous_actions[:, None], timesteps - 1)
+                self._step_token(self._finish_tokens(previous)[:, 0], cache)
+            ret, state = self._embed_returns(returns_to_go, timesteps), self._embed_states(states, timesteps)
+            feed = self._finish_tokens(torch.cat([ret, state], dim=1))
+        else:
+            if previous_actions is None:
+                template = torch.zeros(
+                    (states.shape[0], 1) + (() if config.is_discrete else (config.act_dim,)),
+                    dtype=torch.long if config.is_discrete else torch.float32,
+                    device=states.device,
+                )
+                previous_actions = self._no_action(template)
+            else:
+                previous_actions = previous_actions[:, None]
+            mask = torch.ones_like(timesteps)
+            feed = self.embed_tokens(states, None, returns_to_go, timesteps, mask, previous_actions=previous_actions)
+        if config.block_type == "gloma":
+            cache.reset_local((timesteps[:, 0] % config.local_window) == 0)
+        for index in range(feed.shape[1]):
+            hidden = self._step_token(feed[:, index], cache)
+        cache.steps_seen += 1
+        return self._predict_actions(self.norm_f(hidden.to(self.norm_f.weight.dtype)))
+
+    # -- training helpers ---------------------------------------------------------------------------------
+
+    def get_optimizer_param_groups(self, weight_decay: float) -> list[dict]:
+        """AdamW groups: decay only the weights of linear and conv layers; never `A_log`, `D`, norms, biases,
+        embeddings (DT's and Mamba's recipe)."""
+        decay, no_decay = [], []
+        for module in self.modules():
+            for name, param in module.named_parameters(recurse=False):
+                if not param.requires_grad:
+                    continue
+                is_weight = name == "weight" and isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d))
+                (decay if is_weight else no_decay).append(param)
+        return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+    def policy(self, mode: str = "window", **kwargs):
+        """A [`DecisionMambaPolicy`] acting with this model (`mode="window"` or `"recurrent"`)."""
+        from .policy_decision_mamba import DecisionMambaPolicy
+
+        return DecisionMambaPolicy(self, mode=mode, **kwargs)
+
+
+__all__ = ["DecisionMambaModel", "DecisionMambaPreTrainedModel", "DecisionMambaOutput", "DecisionMambaCache"]

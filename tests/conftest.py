@@ -1,0 +1,77 @@
+"""Shared fixtures: tiny versions of every preset and batches that fit them."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hf_decision_mamba import PRESETS, DecisionMambaConfig, DecisionMambaModel
+
+MUJOCO_DIMS = {"state_dim": 5, "act_dim": 2}
+# Larger step sizes than Mamba's default make the state carry history strongly, so exactness checks bite.
+TINY = {
+    "hidden_size": 16,
+    "num_hidden_layers": 2,
+    "state_size": 4,
+    "dropout": 0.0,
+    "max_ep_len": 64,
+    "time_step_min": 0.1,
+    "time_step_max": 1.0,
+    "initializer_range": 0.2,
+}
+
+
+def tiny_config(preset: str, **overrides) -> DecisionMambaConfig:
+    """The preset's architecture at test size (embedding widths shrunk with the hidden size)."""
+    fields = dict(TINY)
+    if PRESETS[preset]["config"].get("embedding_size"):
+        fields["embedding_size"] = 24
+    if PRESETS[preset]["config"]["state_encoder"] == "linear":
+        fields.update(MUJOCO_DIMS)
+    fields.update(overrides)
+    return DecisionMambaConfig.from_preset(preset, **fields)
+
+
+def tiny_model(preset: str, seed: int = 0, **overrides) -> DecisionMambaModel:
+    torch.manual_seed(seed)
+    return DecisionMambaModel(tiny_config(preset, **overrides)).eval()
+
+
+def make_batch(config: DecisionMambaConfig, batch: int = 2, steps: int = 6, seed: int = 0, start: int = 0) -> dict:
+    """Random inputs in the shapes `DecisionMambaModel.forward` expects (no padding)."""
+    generator = torch.Generator().manual_seed(seed)
+    if config.state_encoder == "atari_cnn":
+        states = torch.randint(0, 256, (batch, steps, 4, 84, 84), generator=generator, dtype=torch.uint8)
+    else:
+        states = torch.randn(batch, steps, config.state_dim, generator=generator)
+    if config.is_discrete:
+        actions = torch.randint(0, config.n_actions, (batch, steps), generator=generator)
+    else:
+        actions = torch.rand(batch, steps, config.act_dim, generator=generator) * 2 - 1
+    returns = torch.randn(batch, steps, 1, generator=generator)
+    return {
+        "states": states,
+        "actions": actions,
+        "rewards": torch.randn(batch, steps, 1, generator=generator),
+        "returns_to_go": returns,
+        "timesteps": (torch.arange(steps) + start).expand(batch, steps).clone(),
+        "attention_mask": torch.ones(batch, steps, dtype=torch.long),
+    }
+
+
+def left_pad(batch: dict, pad: int) -> dict:
+    """Prepend `pad` padding steps holding garbage (but in-range) values and a zero attention mask."""
+    garbage = {"attention_mask": 0, "timesteps": 3, "actions": 1 if not batch["actions"].is_floating_point() else 7}
+    padded = {}
+    for key, value in batch.items():
+        filler = torch.full_like(value[:, :1], garbage.get(key, 7)).repeat_interleave(pad, dim=1)
+        padded[key] = torch.cat([filler, value], dim=1)
+    return padded
+
+
+ALL_PRESETS = sorted(PRESETS)
+
+
+@pytest.fixture(params=ALL_PRESETS)
+def preset(request) -> str:
+    return request.param
