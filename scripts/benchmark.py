@@ -29,7 +29,12 @@ STATE_DIM, ACT_DIM = 11, 3
 
 def dt_model(hidden: int, layers: int, max_ep_len: int) -> DecisionTransformerModel:
     config = DecisionTransformerConfig(
-        state_dim=STATE_DIM, act_dim=ACT_DIM, hidden_size=hidden, n_layer=layers, n_head=1, max_ep_len=max_ep_len
+        state_dim=STATE_DIM,
+        act_dim=ACT_DIM,
+        hidden_size=hidden,
+        n_layer=layers,
+        n_head=1,
+        max_ep_len=max_ep_len,
     )
     config.n_positions = max(config.n_positions, 3 * 1024)
     return DecisionTransformerModel(config)
@@ -86,7 +91,9 @@ def time_training_step(model: torch.nn.Module, batch: dict, device: str, repeats
     return {"seconds": statistics.median(times), "peak_mib": peak}
 
 
-def time_acting(policy: DecisionMambaPolicy, num_envs: int, steps: int, probes: list[int]) -> dict[int, float]:
+def time_acting(
+    policy: DecisionMambaPolicy, num_envs: int, steps: int, probes: list[int]
+) -> dict[int, float]:
     """Median seconds of `policy.act` around each probe step of a `steps`-long episode."""
     policy.reset(num_envs, target_return=3600.0)
     rng = np.random.default_rng(0)
@@ -108,7 +115,9 @@ def training_rows(args, device: str) -> list[dict]:
     rows = []
     for steps in args.contexts:
         batch = window_batch(args.batch_size, steps, device)
-        reference = time_training_step(dt_model(args.hidden, args.layers, args.max_ep_len), batch, device, args.repeats)
+        reference = time_training_step(
+            dt_model(args.hidden, args.layers, args.max_ep_len), batch, device, args.repeats
+        )
         rows.append({"model": "DT", "K": steps, **reference, "ratio": 1.0})
         for preset in args.presets:
             for backend in args.backends:
@@ -116,7 +125,9 @@ def training_rows(args, device: str) -> list[dict]:
                 measured = time_training_step(model, batch, device, args.repeats)
                 ratio = measured["seconds"] / reference["seconds"]
                 rows.append({"model": f"{preset} [{backend}]", "K": steps, **measured, "ratio": ratio})
-                print(f"train K={steps:<5} {rows[-1]['model']:<34} {measured['seconds'] * 1e3:8.1f} ms  x{ratio:.2f} DT")
+                print(
+                    f"train K={steps:<5} {rows[-1]['model']:<34} {measured['seconds'] * 1e3:8.1f} ms  x{ratio:.2f} DT"
+                )
     return rows
 
 
@@ -128,7 +139,9 @@ def acting_rows(args, device: str) -> list[dict]:
             dt = dt_model(args.hidden, args.layers, args.max_ep_len).to(device)
             dt_policy = DecisionMambaPolicy(dt, mode="window", rtg_scale=1000.0, context_length=steps)
             reference = time_acting(dt_policy, num_envs, args.episode_steps, probes)
-            rows.append({"model": "DT window", "envs": num_envs, "K": steps, "latency": reference, "ratio": 1.0})
+            rows.append(
+                {"model": "DT window", "envs": num_envs, "K": steps, "latency": reference, "ratio": 1.0}
+            )
             model = dm_model(args.presets[0], args.hidden, args.layers, args.max_ep_len, "auto").to(device)
             model.config.context_length = steps
             for mode in ("window", "recurrent"):
@@ -150,9 +163,14 @@ def markdown(training: list[dict], acting: list[dict], args, device: str) -> str
     lines += ["| model | K | step (ms) | x DT | peak MiB |", "|---|---|---|---|---|"]
     for row in training:
         peak = "-" if row["peak_mib"] is None else f"{row['peak_mib']:.0f}"
-        lines.append(f"| {row['model']} | {row['K']} | {row['seconds'] * 1e3:.1f} | {row['ratio']:.2f} | {peak} |")
+        lines.append(
+            f"| {row['model']} | {row['K']} | {row['seconds'] * 1e3:.1f} | {row['ratio']:.2f} | {peak} |"
+        )
     first, last = 10, args.episode_steps - 10
-    lines += ["", f"| policy | envs | K | act at step {first} (ms) | x DT window | step {last} / step {first} |"]
+    lines += [
+        "",
+        f"| policy | envs | K | act at step {first} (ms) | x DT window | step {last} / step {first} |",
+    ]
     lines.append("|---|---|---|---|---|---|")
     for row in acting:
         latency = row["latency"]
@@ -164,7 +182,9 @@ def markdown(training: list[dict], acting: list[dict], args, device: str) -> str
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--presets", nargs="+", default=["dmamba-mujoco"])
     parser.add_argument("--backends", nargs="+", default=None, help="default: every available backend")

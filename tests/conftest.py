@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -37,7 +43,9 @@ def tiny_model(preset: str, seed: int = 0, **overrides) -> DecisionMambaModel:
     return DecisionMambaModel(tiny_config(preset, **overrides)).eval()
 
 
-def make_batch(config: DecisionMambaConfig, batch: int = 2, steps: int = 6, seed: int = 0, start: int = 0) -> dict:
+def make_batch(
+    config: DecisionMambaConfig, batch: int = 2, steps: int = 6, seed: int = 0, start: int = 0
+) -> dict:
     """Random inputs in the shapes `DecisionMambaModel.forward` expects (no padding)."""
     generator = torch.Generator().manual_seed(seed)
     if config.state_encoder == "atari_cnn":
@@ -61,7 +69,11 @@ def make_batch(config: DecisionMambaConfig, batch: int = 2, steps: int = 6, seed
 
 def left_pad(batch: dict, pad: int) -> dict:
     """Prepend `pad` padding steps holding garbage (but in-range) values and a zero attention mask."""
-    garbage = {"attention_mask": 0, "timesteps": 3, "actions": 1 if not batch["actions"].is_floating_point() else 7}
+    garbage = {
+        "attention_mask": 0,
+        "timesteps": 3,
+        "actions": 1 if not batch["actions"].is_floating_point() else 7,
+    }
     padded = {}
     for key, value in batch.items():
         filler = torch.full_like(value[:, :1], garbage.get(key, 7)).repeat_interleave(pad, dim=1)
@@ -75,3 +87,26 @@ ALL_PRESETS = sorted(PRESETS)
 @pytest.fixture(params=ALL_PRESETS)
 def preset(request) -> str:
     return request.param
+
+
+HIDE_PACKAGE = """
+import importlib.abc, sys
+class _Hide(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "hf_decision_mamba" or name.startswith("hf_decision_mamba."):
+            raise ModuleNotFoundError(name)
+sys.meta_path.insert(0, _Hide())
+sys.path = [p for p in sys.path if "hf_decision_mamba" not in p and not p.endswith("src")]
+"""
+
+
+def run_without_package(script: str, tmp_path: Path) -> str:
+    """Run `script` in a fresh interpreter that cannot import hf_decision_mamba, offline."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    env.pop("PYTHONPATH", None)
+    code = HIDE_PACKAGE + textwrap.dedent(script)
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout

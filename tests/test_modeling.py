@@ -6,8 +6,8 @@ import math
 
 import pytest
 import torch
-from conftest import ALL_PRESETS, left_pad, make_batch, tiny_config, tiny_model
 
+from conftest import ALL_PRESETS, left_pad, make_batch, tiny_config, tiny_model
 from hf_decision_mamba import DecisionMambaConfig, DecisionMambaModel
 from hf_decision_mamba.modeling_decision_mamba import hidden_attention
 from hf_decision_mamba.selective_scan import available_backends
@@ -234,9 +234,19 @@ def test_presets_reproduce_the_papers_architectures():
         False,
         "ras",
     )
-    assert (dema.embedding_size, dema.hidden_size, dema.state_size, dema.residual_in_fp32) == (128, 64, 64, True)
+    assert (dema.embedding_size, dema.hidden_size, dema.state_size, dema.residual_in_fp32) == (
+        128,
+        64,
+        64,
+        True,
+    )
     atari = DecisionMambaConfig.from_preset("dmamba-atari")
-    assert (atari.num_hidden_layers, atari.hidden_size, atari.context_length, atari.rtg_scale) == (6, 128, 30, 1.0)
+    assert (atari.num_hidden_layers, atari.hidden_size, atari.context_length, atari.rtg_scale) == (
+        6,
+        128,
+        30,
+        1.0,
+    )
     assert atari.state_dim == 4 * 84 * 84 and atari.is_discrete
     assert DecisionMambaConfig.from_preset("dema-atari").state_size == 128
     assert DecisionMambaConfig.from_preset("dmamba-hopper").hidden_size == 256

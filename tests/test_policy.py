@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import ALL_PRESETS, tiny_model
 
+from conftest import ALL_PRESETS, tiny_model
 from hf_decision_mamba import DecisionMambaPolicy
 
 
@@ -75,7 +75,9 @@ def test_window_policy_feeds_normalised_states_and_remaining_returns():
         window = {
             "states": torch.tensor(np.stack(history["states"][first:], 1), dtype=torch.float32),
             "actions": torch.tensor(np.stack(history["actions"][first:], 1)),
-            "returns_to_go": torch.tensor(np.stack(history["returns"][first:], 1), dtype=torch.float32)[..., None],
+            "returns_to_go": torch.tensor(np.stack(history["returns"][first:], 1), dtype=torch.float32)[
+                ..., None
+            ],
             "timesteps": torch.arange(first, t + 1).expand(2, -1),
         }
         with torch.no_grad():
@@ -100,7 +102,7 @@ def test_discrete_policy_returns_integer_actions_and_samples_when_asked():
     greedy = rollout(model.policy(mode="window"), env, steps=2)
     assert greedy[0].dtype == np.int64 and greedy[0].shape == (2,)
     sampled = rollout(model.policy(mode="recurrent", deterministic=False), ToyEnv(model.config, 2), steps=2)
-    assert all(0 <= a.min() and a.max() < model.config.n_actions for a in sampled)
+    assert all(a.min() >= 0 and a.max() < model.config.n_actions for a in sampled)
 
 
 def test_policy_rejects_bad_observations_and_modes():

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import torch
-from conftest import make_batch, tiny_model
 from transformers import AutoConfig, AutoModel
 
+from conftest import make_batch, run_without_package, tiny_model
 from hf_decision_mamba import DecisionMambaModel
 
 REMOTE_CODE_FILES = {
@@ -25,7 +21,9 @@ REMOTE_CODE_FILES = {
 
 
 def save_tiny(folder: Path, preset: str = "mambadm-mujoco") -> tuple[DecisionMambaModel, dict]:
-    model = tiny_model(preset, state_mean=[0.5] * 5, state_std=[2.0] * 5, env_id="Hopper-v5", target_return=3600.0)
+    model = tiny_model(
+        preset, state_mean=[0.5] * 5, state_std=[2.0] * 5, env_id="Hopper-v5", target_return=3600.0
+    )
     model.save_pretrained(folder)
     batch = make_batch(model.config, steps=4)
     torch.save({"batch": batch, "preds": model(**batch).action_preds.detach()}, folder / "expected.pt")
@@ -54,29 +52,6 @@ def test_auto_model_round_trip_with_the_package(tmp_path):
     for name, tensor in model.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[name], tensor, rtol=0, atol=0)
     torch.testing.assert_close(loaded.eval()(**batch).action_preds, model(**batch).action_preds)
-
-
-HIDE_PACKAGE = """
-import importlib.abc, sys
-class _Hide(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "hf_decision_mamba" or name.startswith("hf_decision_mamba."):
-            raise ModuleNotFoundError(name)
-sys.meta_path.insert(0, _Hide())
-sys.path = [p for p in sys.path if "hf_decision_mamba" not in p and not p.endswith("src")]
-"""
-
-
-def run_without_package(script: str, tmp_path: Path) -> str:
-    """Run `script` in a fresh interpreter that cannot import hf_decision_mamba, offline."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
-    env.pop("PYTHONPATH", None)
-    code = HIDE_PACKAGE + textwrap.dedent(script)
-    result = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
 
 
 def test_remote_code_loads_and_acts_where_the_package_cannot_be_imported(tmp_path):

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import torch
-from conftest import make_batch, tiny_model
 from torch.utils.data import Dataset
 from transformers import Trainer, TrainingArguments
+
+from conftest import make_batch, tiny_model
 
 
 class FixedWindows(Dataset):
@@ -38,7 +39,9 @@ def test_plain_trainer_lowers_the_loss_and_reports_eval_loss(tmp_path):
         logging_steps=10,
     )
     optimizer = torch.optim.AdamW(model.get_optimizer_param_groups(weight_decay=1e-4), lr=args.learning_rate)
-    trainer = Trainer(model=model, args=args, train_dataset=data, eval_dataset=data, optimizers=(optimizer, None))
+    trainer = Trainer(
+        model=model, args=args, train_dataset=data, eval_dataset=data, optimizers=(optimizer, None)
+    )
     before = trainer.evaluate()["eval_loss"]
     trainer.train()
     after = trainer.evaluate()

@@ -188,7 +188,14 @@ class DecisionMambaConfig(PreTrainedConfig):
         _check_choice("state_encoder", self.state_encoder, STATE_ENCODERS)
         _check_choice("action_space", self.action_space, ACTION_SPACES)
         _check_choice("scan_backend", self.scan_backend, SCAN_BACKENDS)
-        for field in ("state_dim", "act_dim", "hidden_size", "num_hidden_layers", "state_size", "conv_kernel"):
+        for field in (
+            "state_dim",
+            "act_dim",
+            "hidden_size",
+            "num_hidden_layers",
+            "state_size",
+            "conv_kernel",
+        ):
             _check_positive(field, getattr(self, field))
         for field in ("expand", "context_length", "max_ep_len", "local_window", "mlp_ratio"):
             _check_positive(field, getattr(self, field))
@@ -205,7 +212,9 @@ class DecisionMambaConfig(PreTrainedConfig):
                     f"DecisionMambaConfig.{field} has {len(value)} entries: expected state_dim={self.state_dim}."
                 )
         if self.state_std is not None and min(self.state_std) <= 0:
-            raise ValueError(f"DecisionMambaConfig.state_std has a non-positive entry: {min(self.state_std)}.")
+            raise ValueError(
+                f"DecisionMambaConfig.state_std has a non-positive entry: {min(self.state_std)}."
+            )
         if not self.rtg_scale > 0:
             raise ValueError(f"DecisionMambaConfig.rtg_scale={self.rtg_scale!r}: expected a positive number.")
 

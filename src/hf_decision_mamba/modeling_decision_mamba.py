@@ -22,7 +22,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .configuration_decision_mamba import DecisionMambaConfig
-from .selective_scan import causal_conv1d, causal_conv1d_update, selective_scan, selective_state_update
+from .selective_scan import causal_conv1d, selective_scan, selective_state_update
 
 # ----------------------------------------------------------------------------------------------------------
 # Outputs and recurrent cache
@@ -49,11 +49,13 @@ class DecisionMambaOutput(ModelOutput):
 
 
 class MambaState:
-    """Recurrent state of one mixer: the last `conv_kernel` inputs and the SSM state."""
+    """Recurrent state of one mixer: its last `conv_kernel - 1` inputs (time-major) and the SSM state."""
 
     def __init__(self, batch: int, inner: int, conv_kernel: int, state_size: int, device, dtype) -> None:
-        self.conv = torch.zeros(batch, inner, conv_kernel, device=device, dtype=dtype)
-        self.ssm = torch.zeros(batch, inner, state_size, device=device, dtype=torch.float32)
+        self.conv = torch.zeros(batch, conv_kernel - 1, inner, device=device, dtype=dtype)
+        self.ssm = torch.zeros(
+            batch, inner, state_size, device=device, dtype=torch.promote_types(dtype, torch.float32)
+        )
 
     def reset(self, which: torch.Tensor | None = None) -> None:
         """Zero the state of all sequences, or of those where the boolean `which` (batch,) is true."""
@@ -63,7 +65,7 @@ class MambaState:
         else:
             keep = (~which).to(self.conv.dtype)
             self.conv.mul_(keep[:, None, None])
-            self.ssm.mul_(keep[:, None, None].float())
+            self.ssm.mul_(keep[:, None, None].to(self.ssm.dtype))
 
 
 class DecisionMambaCache:
@@ -73,14 +75,10 @@ class DecisionMambaCache:
         args = (batch, config.intermediate_size, config.conv_kernel, config.state_size, device, dtype)
         self.global_states = [MambaState(*args) for _ in range(config.num_hidden_layers)]
         self.local_states = (
-            [MambaState(*args) for _ in range(config.num_hidden_layers)] if config.block_type == "gloma" else None
+            [MambaState(*args) for _ in range(config.num_hidden_layers)]
+            if config.block_type == "gloma"
+            else None
         )
-        self.steps_seen = 0
-
-    def reset_local(self, which: torch.Tensor | None = None) -> None:
-        """Start a new GLoMa sub-sequence (for all sequences, or where `which` is true)."""
-        for state in self.local_states or []:
-            state.reset(which)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -119,7 +117,12 @@ class DecisionMambaMixer(nn.Module):
         inner, n, rank = config.intermediate_size, config.state_size, config.time_step_rank
         self.in_proj = nn.Linear(config.hidden_size, 2 * inner, bias=config.use_bias)
         self.conv1d = nn.Conv1d(
-            inner, inner, config.conv_kernel, groups=inner, padding=config.conv_kernel - 1, bias=config.use_conv_bias
+            inner,
+            inner,
+            config.conv_kernel,
+            groups=inner,
+            padding=config.conv_kernel - 1,
+            bias=config.use_conv_bias,
         )
         self.x_proj = nn.Linear(inner, rank + 2 * n, bias=False)
         self.dt_proj = nn.Linear(rank, inner, bias=True)
@@ -131,7 +134,10 @@ class DecisionMambaMixer(nn.Module):
     def reset_ssm_parameters(self) -> None:
         """Mamba's S4D-real `A_log`, unit `D` and log-uniform step-size init of `dt_proj` (undone by generic init)."""
         config, inner = self.config, self.config.intermediate_size
-        init.copy_(self.A_log, torch.log(torch.arange(1, config.state_size + 1, dtype=torch.float32)).repeat(inner, 1))
+        init.copy_(
+            self.A_log,
+            torch.log(torch.arange(1, config.state_size + 1, dtype=torch.float32)).repeat(inner, 1),
+        )
         init.ones_(self.D)
         std = config.time_step_rank**-0.5
         init.uniform_(self.dt_proj.weight, -std, std)
@@ -156,28 +162,40 @@ class DecisionMambaMixer(nn.Module):
         x, z = self.in_proj(hidden).transpose(1, 2).chunk(2, dim=1)  # (batch, inner, L) each
         if mask is not None:
             x = x * mask[:, None, :]
-        x = causal_conv1d(x, self.conv1d.weight.squeeze(1), self.conv1d.bias, activation="silu", backend=backend)
+        x = causal_conv1d(
+            x, self.conv1d.weight.squeeze(1), self.conv1d.bias, activation="silu", backend=backend
+        )
         delta, B, C = self._ssm_inputs(x.transpose(1, 2))
         delta = delta.transpose(1, 2)
         if mask is not None:
             delta = delta * mask[:, None, :]
         A = -torch.exp(self.A_log.float())
-        B, C = B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous()
+        B, C = B.transpose(1, 2), C.transpose(1, 2)
         y = selective_scan(x, delta, A, B, C, self.D.float(), z, backend=backend)
         attention = hidden_attention(delta, A, B, C) if output_attentions else None
         return self.out_proj(y.transpose(1, 2)), attention
 
     def step(self, hidden: torch.Tensor, state: MambaState) -> torch.Tensor:
-        """One recurrent step for a single token (batch, hidden), updating `state` in place."""
-        backend = self.config.scan_backend
-        x, z = self.in_proj(hidden).chunk(2, dim=-1)
-        x = causal_conv1d_update(
-            x, state.conv, self.conv1d.weight.squeeze(1), self.conv1d.bias, activation="silu", backend=backend
-        )
+        """Recurrent steps for n new tokens (batch, n, hidden) from `state`, updated in place: the cost
+        depends on n, never on how many tokens came before."""
+        x, z = self.in_proj(hidden).chunk(2, dim=-1)  # (batch, n, inner) each
+        history = torch.cat([state.conv, x.to(state.conv.dtype)], dim=1)
+        state.conv.copy_(history[:, x.shape[1] :])
+        windows = history.unfold(1, self.config.conv_kernel, 1)  # (batch, n, inner, conv_kernel)
+        x = (windows * self.conv1d.weight.squeeze(1)).sum(-1)
+        x = F.silu(x + self.conv1d.bias if self.conv1d.bias is not None else x)
         delta, B, C = self._ssm_inputs(x)
         A = -torch.exp(self.A_log.float())
-        y = selective_state_update(state.ssm, x, delta, A, B, C, self.D.float(), z, backend=backend)
-        return self.out_proj(y)
+        y = selective_state_update(
+            state.ssm,
+            *(t.transpose(1, 2) for t in (x, delta)),
+            A,
+            *(t.transpose(1, 2) for t in (B, C)),
+            self.D.float(),
+            z.transpose(1, 2),
+            self.config.scan_backend,
+        )
+        return self.out_proj(y.transpose(1, 2))
 
 
 def hidden_attention(delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
@@ -245,12 +263,30 @@ class DecisionMambaBlock(nn.Module):
             update = update + local_chunks.merge(self.local_mixer(local_in, local_mask)[0])
         return self._feed_forward(self._residual(residual, update)), attention
 
-    def step(self, residual: torch.Tensor, cache: DecisionMambaCache, layer: int) -> torch.Tensor:
+    def step(
+        self, residual: torch.Tensor, cache: DecisionMambaCache, layer: int, local_reset: LocalReset | None
+    ) -> torch.Tensor:
+        """Recurrent form of `forward` for the n new tokens (batch, n, hidden) of one timestep."""
         normed = self.norm(residual.to(self.norm.weight.dtype))
         update = self.mixer.step(normed, cache.global_states[layer])
         if self.local_mixer is not None:
-            update = update + self.local_mixer.step(normed, cache.local_states[layer])
+            update = update + self._local_step(normed, cache.local_states[layer], local_reset)
         return self._feed_forward(self._residual(residual, update))
+
+    def _local_step(self, normed: torch.Tensor, state: MambaState, reset: LocalReset) -> torch.Tensor:
+        """Local mixer over the new tokens, starting a new sub-sequence at token `reset.position`."""
+        parts = [self.local_mixer.step(normed[:, : reset.position], state)] if reset.position else []
+        state.reset(reset.rows)
+        parts.append(self.local_mixer.step(normed[:, reset.position :], state))
+        return torch.cat(parts, dim=1)
+
+
+@dataclass
+class LocalReset:
+    """Where GLoMa's local sub-sequence restarts among a step's new tokens, and for which batch rows."""
+
+    position: int
+    rows: torch.Tensor
 
 
 class LocalChunks:
@@ -260,7 +296,9 @@ class LocalChunks:
     padding and a sliding window never move a chunk boundary. Positions outside the sequence are masked.
     """
 
-    def __init__(self, timesteps: torch.Tensor, mask: torch.Tensor, window: int, tokens_per_step: int) -> None:
+    def __init__(
+        self, timesteps: torch.Tensor, mask: torch.Tensor, window: int, tokens_per_step: int
+    ) -> None:
         batch, steps = timesteps.shape
         self.batch, self.tokens, self.tokens_per_step = batch, steps * tokens_per_step, tokens_per_step
         self.chunk_tokens = window * tokens_per_step
@@ -268,7 +306,7 @@ class LocalChunks:
             self.index = None
             self.mask = mask.reshape(batch * steps, tokens_per_step)
             return
-        real = mask[:, :: tokens_per_step] > 0
+        real = mask[:, ::tokens_per_step] > 0
         positions = torch.arange(steps, device=timesteps.device).expand(batch, steps)
         last = torch.where(real, positions, -1).max(dim=1).values.clamp(min=0)
         last_timestep = timesteps.gather(1, last[:, None]).squeeze(1)
@@ -364,7 +402,9 @@ class DecisionMambaModel(DecisionMambaPreTrainedModel):
         self.embed_timestep = nn.Embedding(config.max_ep_len, size) if config.use_timestep_embedding else None
         self.embed_norm = make_norm(config, size * (3 if config.token_layout == "concat" else 1))
         projected = size * (3 if config.token_layout == "concat" else 1)
-        self.embed_proj = nn.Linear(projected, config.hidden_size) if projected != config.hidden_size else None
+        self.embed_proj = (
+            nn.Linear(projected, config.hidden_size) if projected != config.hidden_size else None
+        )
         self.embed_dropout = nn.Dropout(config.dropout)
         self.layers = nn.ModuleList(DecisionMambaBlock(config) for _ in range(config.num_hidden_layers))
         self.norm_f = make_norm(config)
@@ -379,7 +419,9 @@ class DecisionMambaModel(DecisionMambaPreTrainedModel):
         state_shape = tuple(config.state_shape or [config.state_dim])
         if states is None or states.dim() != 2 + len(state_shape) or tuple(states.shape[2:]) != state_shape:
             got = None if states is None else tuple(states.shape)
-            raise ValueError(f"states: got shape {got}, expected (batch, K, {', '.join(map(str, state_shape))}).")
+            raise ValueError(
+                f"states: got shape {got}, expected (batch, K, {', '.join(map(str, state_shape))})."
+            )
         batch, steps = states.shape[:2]
         expected = {
             "returns_to_go": (returns_to_go, (batch, steps, 1)),
@@ -399,12 +441,18 @@ class DecisionMambaModel(DecisionMambaPreTrainedModel):
         if config.is_discrete:
             for name, value in (("actions", actions), ("labels", labels)):
                 if value is not None and (value.is_floating_point() or value.is_complex()):
-                    raise ValueError(f"{name}: got dtype {value.dtype}, expected an integer dtype (discrete actions).")
+                    raise ValueError(
+                        f"{name}: got dtype {value.dtype}, expected an integer dtype (discrete actions)."
+                    )
             if actions.numel() and (actions.min() < 0 or actions.max() >= config.n_actions):
                 raise ValueError(
                     f"actions: got values in [{int(actions.min())}, {int(actions.max())}], expected [0, {config.n_actions})."
                 )
-        if timesteps is not None and timesteps.numel() and (timesteps.min() < 0 or timesteps.max() >= config.max_ep_len):
+        if (
+            timesteps is not None
+            and timesteps.numel()
+            and (timesteps.min() < 0 or timesteps.max() >= config.max_ep_len)
+        ):
             raise ValueError(
                 f"timesteps: got values in [{int(timesteps.min())}, {int(timesteps.max())}], "
                 f"expected [0, max_ep_len={config.max_ep_len})."
@@ -572,13 +620,7 @@ class DecisionMambaModel(DecisionMambaPreTrainedModel):
         weight = self.predict_action.weight
         return DecisionMambaCache(self.config, batch, weight.device, weight.dtype)
 
-    def _step_token(self, token: torch.Tensor, cache: DecisionMambaCache) -> torch.Tensor:
-        hidden = token.float() if self.config.residual_in_fp32 else token
-        for index, layer in enumerate(self.layers):
-            hidden = layer.step(hidden, cache, index)
-        return hidden
-
-    @torch.no_grad()
+    @torch.inference_mode()
     def recurrent_step(
         self,
         cache: DecisionMambaCache,
@@ -595,11 +637,11 @@ class DecisionMambaModel(DecisionMambaPreTrainedModel):
         config = self.config
         states, returns_to_go, timesteps = states[:, None], returns_to_go[:, None], timesteps.reshape(-1, 1)
         if config.token_layout == "rsa":
-            if previous_actions is not None:  # the a_{t-1} token completes step t-1
-                previous = self._embed_actions(previous_actions[:, None], timesteps - 1)
-                self._step_token(self._finish_tokens(previous)[:, 0], cache)
-            ret, state = self._embed_returns(returns_to_go, timesteps), self._embed_states(states, timesteps)
-            feed = self._finish_tokens(torch.cat([ret, state], dim=1))
+            # tokens R_t, s_t; the a_{t-1} token, which completes step t-1, goes first
+            parts = [self._embed_returns(returns_to_go, timesteps), self._embed_states(states, timesteps)]
+            if previous_actions is not None:
+                parts.insert(0, self._embed_actions(previous_actions[:, None], timesteps - 1))
+            tokens, step_start = self._finish_tokens(torch.cat(parts, dim=1)), len(parts) - 2
         else:
             if previous_actions is None:
                 template = torch.zeros(
@@ -611,13 +653,17 @@ class DecisionMambaModel(DecisionMambaPreTrainedModel):
             else:
                 previous_actions = previous_actions[:, None]
             mask = torch.ones_like(timesteps)
-            feed = self.embed_tokens(states, None, returns_to_go, timesteps, mask, previous_actions=previous_actions)
+            tokens = self.embed_tokens(
+                states, None, returns_to_go, timesteps, mask, previous_actions=previous_actions
+            )
+            step_start = 0
+        local_reset = None
         if config.block_type == "gloma":
-            cache.reset_local((timesteps[:, 0] % config.local_window) == 0)
-        for index in range(feed.shape[1]):
-            hidden = self._step_token(feed[:, index], cache)
-        cache.steps_seen += 1
-        return self._predict_actions(self.norm_f(hidden.to(self.norm_f.weight.dtype)))
+            local_reset = LocalReset(step_start, (timesteps[:, 0] % config.local_window) == 0)
+        hidden = tokens.float() if config.residual_in_fp32 else tokens
+        for index, layer in enumerate(self.layers):
+            hidden = layer.step(hidden, cache, index, local_reset)
+        return self._predict_actions(self.norm_f(hidden[:, -1].to(self.norm_f.weight.dtype)))
 
     # -- training helpers ---------------------------------------------------------------------------------
 

@@ -53,7 +53,9 @@ class DecisionMambaPolicy:
         self.context_length = context_length or getattr(config, "context_length", None) or 20
         self.max_timestep = getattr(config, "max_ep_len", 4096) - 1
         self.rtg_scale = float(rtg_scale or getattr(config, "rtg_scale", 1.0))
-        self.target_return = target_return if target_return is not None else getattr(config, "target_return", None)
+        self.target_return = (
+            target_return if target_return is not None else getattr(config, "target_return", None)
+        )
         self.deterministic = deterministic
         mean = state_mean if state_mean is not None else getattr(config, "state_mean", None)
         std = state_std if state_std is not None else getattr(config, "state_std", None)
@@ -68,7 +70,9 @@ class DecisionMambaPolicy:
         """Start `num_envs` new episodes in lockstep, conditioned on `target_return` (env units)."""
         target = target_return if target_return is not None else self.target_return
         if target is None:
-            raise ValueError("target_return: got None, expected a number (set it here or in config.target_return).")
+            raise ValueError(
+                "target_return: got None, expected a number (set it here or in config.target_return)."
+            )
         self.num_envs = num_envs
         self.returns_to_go = self._tensor(target).expand(num_envs).clone().reshape(num_envs, 1)
         self.timestep = 0
@@ -79,9 +83,15 @@ class DecisionMambaPolicy:
             steps = self.context_length
             action_shape = () if self.discrete else (self.act_dim,)
             state_dtype = torch.uint8 if len(self.state_shape) == 3 else torch.float32
-            self.states = torch.zeros(num_envs, steps, *self.state_shape, dtype=state_dtype, device=self.device)
+            self.states = torch.zeros(
+                num_envs, steps, *self.state_shape, dtype=state_dtype, device=self.device
+            )
             self.actions = torch.zeros(
-                num_envs, steps, *action_shape, dtype=torch.long if self.discrete else torch.float32, device=self.device
+                num_envs,
+                steps,
+                *action_shape,
+                dtype=torch.long if self.discrete else torch.float32,
+                device=self.device,
             )
             self.window_returns = torch.zeros(num_envs, steps, 1, device=self.device)
             self.timesteps = torch.zeros(num_envs, steps, dtype=torch.long, device=self.device)
@@ -111,7 +121,9 @@ class DecisionMambaPolicy:
         scaled_returns = self.returns_to_go / self.rtg_scale
         timesteps = torch.full((self.num_envs,), min(self.timestep, self.max_timestep), device=self.device)
         if self.mode == "recurrent":
-            preds = self.model.recurrent_step(self.cache, states, self.previous_action, scaled_returns, timesteps)
+            preds = self.model.recurrent_step(
+                self.cache, states, self.previous_action, scaled_returns, timesteps
+            )
         else:
             preds = self._window_predict(states, scaled_returns, timesteps)
         action = self._choose(preds)

@@ -70,7 +70,14 @@ def _preset(description: str, config: dict, training: dict) -> dict:
 PRESETS: dict[str, dict] = {
     "dmamba-mujoco": _preset(
         "Decision Mamba (Ota 2024): DT with Mamba mixers, pre-LN + 4x GELU MLP, timestep embedding, (R, s, a).",
-        {**_MUJOCO, **_DMAMBA, "hidden_size": 128, "num_hidden_layers": 3, "context_length": 20, "dropout": 0.1},
+        {
+            **_MUJOCO,
+            **_DMAMBA,
+            "hidden_size": 128,
+            "num_hidden_layers": 3,
+            "context_length": 20,
+            "dropout": 0.1,
+        },
         _MUJOCO_TRAINING,
     ),
     "dmamba-hopper": _preset(
@@ -92,22 +99,50 @@ PRESETS: dict[str, dict] = {
     ),
     "dmamba-atari": _preset(
         "Decision Mamba on Atari: 6 layers, hidden 128, context 30, DT's CNN state encoder.",
-        {**_ATARI, **_DMAMBA, "hidden_size": 128, "num_hidden_layers": 6, "context_length": 30, "dropout": 0.1},
+        {
+            **_ATARI,
+            **_DMAMBA,
+            "hidden_size": 128,
+            "num_hidden_layers": 6,
+            "context_length": 30,
+            "dropout": 0.1,
+        },
         _ATARI_TRAINING,
     ),
     "mamba-rl-atari": _preset(
         "Mamba RL (seed 000): DT's Atari setup with Mamba blocks, 6 layers, context 30, batch 128.",
-        {**_ATARI, **_DMAMBA, "hidden_size": 128, "num_hidden_layers": 6, "context_length": 30, "dropout": 0.1},
+        {
+            **_ATARI,
+            **_DMAMBA,
+            "hidden_size": 128,
+            "num_hidden_layers": 6,
+            "context_length": 30,
+            "dropout": 0.1,
+        },
         {**_ATARI_TRAINING, "per_device_train_batch_size": 128},
     ),
     "mamba-rl-atari-3l": _preset(
         "Mamba RL (seed 000) better config: 3 layers, context 16, dropout 0.1, batch 256, 1e6 transitions.",
-        {**_ATARI, **_DMAMBA, "hidden_size": 128, "num_hidden_layers": 3, "context_length": 16, "dropout": 0.1},
+        {
+            **_ATARI,
+            **_DMAMBA,
+            "hidden_size": 128,
+            "num_hidden_layers": 3,
+            "context_length": 16,
+            "dropout": 0.1,
+        },
         _ATARI_TRAINING,
     ),
     "mamba-rl-atari-4l": _preset(
         "Mamba RL (seed 000) better config: 4 layers, context 16, dropout 0.2, batch 256, 1e6 transitions.",
-        {**_ATARI, **_DMAMBA, "hidden_size": 128, "num_hidden_layers": 4, "context_length": 16, "dropout": 0.2},
+        {
+            **_ATARI,
+            **_DMAMBA,
+            "hidden_size": 128,
+            "num_hidden_layers": 4,
+            "context_length": 16,
+            "dropout": 0.2,
+        },
         _ATARI_TRAINING,
     ),
     "dema-mujoco": _preset(
@@ -156,12 +191,26 @@ PRESETS: dict[str, dict] = {
     "mambadm-mujoco": _preset(
         "MambaDM (arXiv 2406.02013): GLoMa blocks, a global Mamba plus a local Mamba over each timestep's "
         "tokens, fused by addition then a feed-forward network.",
-        {**_MUJOCO, **_GLOMA, "hidden_size": 128, "num_hidden_layers": 3, "context_length": 20, "dropout": 0.1},
+        {
+            **_MUJOCO,
+            **_GLOMA,
+            "hidden_size": 128,
+            "num_hidden_layers": 3,
+            "context_length": 20,
+            "dropout": 0.1,
+        },
         _MUJOCO_TRAINING,
     ),
     "mambadm-atari": _preset(
         "MambaDM GLoMa blocks on Atari: 6 layers, hidden 128, context 30, CNN state encoder.",
-        {**_ATARI, **_GLOMA, "hidden_size": 128, "num_hidden_layers": 6, "context_length": 30, "dropout": 0.1},
+        {
+            **_ATARI,
+            **_GLOMA,
+            "hidden_size": 128,
+            "num_hidden_layers": 6,
+            "context_length": 30,
+            "dropout": 0.1,
+        },
         _ATARI_TRAINING,
     ),
     "hf-mamba-dt": _preset(

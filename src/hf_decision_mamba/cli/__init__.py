@@ -10,9 +10,15 @@ import importlib
 import sys
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "quickstart": ("quickstart", "train on the embedded dataset, evaluate in the real environment, print scores"),
+    "quickstart": (
+        "quickstart",
+        "train on the embedded dataset, evaluate in the real environment, print scores",
+    ),
     "train": ("train", "train a Decision Mamba (or Decision Transformer) with the transformers Trainer"),
-    "evaluate": ("evaluate", "evaluate a checkpoint in its environment, write a JSON report and a replay video"),
+    "evaluate": (
+        "evaluate",
+        "evaluate a checkpoint in its environment, write a JSON report and a replay video",
+    ),
     "collect": ("collect", "roll out a behaviour policy and write a dataset in the canonical schema"),
     "push": ("push", "upload a checkpoint folder with its model card to the Hub"),
 }

@@ -1,0 +1,102 @@
+"""`dmamba evaluate <model folder or Hub id>`: score a checkpoint in its environment, save JSON and a replay."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+RESULTS_NAME = "eval_results.json"
+VIDEO_NAME = "replay.mp4"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `dmamba evaluate` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="dmamba evaluate",
+        description="Evaluate a checkpoint on seeded episodes run in parallel; write eval_results.json and "
+        "replay.mp4 (H.264) to --output_dir.",
+    )
+    parser.add_argument("model", help="local model folder or Hub repo id")
+    parser.add_argument("--env_id", help="environment (default: the model config's env_id)")
+    parser.add_argument("--num_episodes", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0, help="episode i starts from seed + i")
+    parser.add_argument("--target_return", type=float, action="append", help="repeat to evaluate several")
+    parser.add_argument("--mode", choices=("window", "recurrent"), default="window")
+    parser.add_argument("--output_dir", help="default: eval_results/<model name>")
+    parser.add_argument("--no_video", action="store_true", help="skip the replay video of the first episode")
+    parser.add_argument("--num_envs", type=int, help="parallel environments (default: one per episode)")
+    parser.add_argument("--max_episode_steps", type=int, help="default: 1000 (MuJoCo), 27000 (Atari)")
+    parser.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode")
+    parser.add_argument("--device", help="torch device for the model (default: cuda if available)")
+    parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    atari = parser.add_argument_group("Atari protocol")
+    atari.add_argument("--repeat_action_probability", type=float, help="sticky actions (default 0.25; DT: 0)")
+    atari.add_argument("--noop_max", type=int, help="up to this many no-ops at reset (default 30)")
+    atari.add_argument("--full_action_space", action="store_true", default=None, help="all 18 actions")
+    return parser
+
+
+def load_model(name_or_path: str, device: str | None = None) -> Any:
+    """`AutoModel.from_pretrained` with this package's classes registered; remote code as a fallback."""
+    import torch
+    from transformers import AutoModel
+
+    import hf_decision_mamba  # noqa: F401  (registers DecisionMamba with the Auto classes)
+
+    try:
+        model = AutoModel.from_pretrained(name_or_path)
+    except ValueError:  # an architecture the installed packages do not know: use the checkpoint's own code
+        model = AutoModel.from_pretrained(name_or_path, trust_remote_code=True)
+    return model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
+
+
+def _env_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """Protocol options given on the command line (unset ones keep the protocol's defaults)."""
+    names = ("repeat_action_probability", "noop_max", "full_action_space")
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Load, evaluate, print the table and write the results (and video) to the output folder."""
+    from ..evaluation import evaluate_policy, format_report
+
+    output_dir = Path(args.output_dir or Path("eval_results") / Path(args.model.rstrip("/")).name)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model = load_model(args.model, args.device)
+    report = evaluate_policy(
+        model,
+        env_id=args.env_id,
+        num_episodes=args.num_episodes,
+        seed=args.seed,
+        target_return=args.target_return,
+        mode=args.mode,
+        deterministic=not args.stochastic,
+        num_envs=args.num_envs,
+        max_episode_steps=args.max_episode_steps,
+        record_video=None if args.no_video else output_dir / VIDEO_NAME,
+        progress=not args.no_progress,
+        **_env_kwargs(args),
+    )
+    report = {"model": args.model, **report}
+    (output_dir / RESULTS_NAME).write_text(json.dumps(report, indent=2))
+    print(format_report(report))
+    print(f"Wrote {output_dir / RESULTS_NAME}" + (f" and {report['video']}" if report["video"] else ""))
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `dmamba evaluate`; returns the exit status (2 for invalid inputs)."""
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except ValueError as error:
+        print(f"dmamba evaluate: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

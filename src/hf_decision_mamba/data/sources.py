@@ -1,0 +1,158 @@
+"""`load_trajectories`: every supported source (Hub, Minari, local files, the embedded dataset) in one schema."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from datasets import Dataset, DatasetDict, IterableDataset, concatenate_datasets, load_dataset, load_from_disk
+
+from .formats import to_canonical
+from .minari import MINARI_HUB_ORGANISATION, download_minari, find_minari_data, load_minari
+
+logger = logging.getLogger(__name__)
+
+AnyDataset = Dataset | IterableDataset
+
+GYM_REPLAY_REPO = "edbeeching/decision_transformer_gym_replay"
+GYM_REPLAY_ENVS = ("halfcheetah", "hopper", "walker2d")
+GYM_REPLAY_CONFIGS = tuple(
+    f"{env}-{q}-v2" for env in GYM_REPLAY_ENVS for q in ("expert", "medium", "medium-replay")
+)
+# Built here, as D4RL built it: medium followed by expert.
+GYM_REPLAY_COMPOSITES = {
+    f"{env}-medium-expert-v2": (f"{env}-medium-v2", f"{env}-expert-v2") for env in GYM_REPLAY_ENVS
+}
+# The Hub's automatic parquet conversion, used because `datasets` >= 4 refuses the repo's loading script.
+PARQUET_EXPORT = "hf://datasets/{repo}@refs%2Fconvert%2Fparquet/{config}/{split}/*.parquet"
+JAT_REPO = "jat-project/jat-dataset"
+EMBEDDED_DIR = Path(__file__).parent / "embedded"
+FILE_BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".json": "json", ".jsonl": "json"}
+
+
+def embedded_datasets() -> list[str]:
+    """Names accepted by `load_trajectories("embedded:<name>")`."""
+    return sorted(path.stem for path in EMBEDDED_DIR.glob("*.parquet"))
+
+
+def _embedded_path(name: str) -> Path:
+    path = EMBEDDED_DIR / f"{name}.parquet"
+    if not path.is_file():
+        raise ValueError(f"no embedded dataset {name!r}; expected one of {embedded_datasets()}.")
+    return path
+
+
+def _load_file(path: Path, streaming: bool) -> AnyDataset:
+    """One parquet/arrow/json file (its rows are the only split)."""
+    builder = FILE_BUILDERS.get(path.suffix)
+    if builder is None:
+        raise ValueError(
+            f"{path}: unsupported file type {path.suffix!r}; expected one of {sorted(FILE_BUILDERS)}."
+        )
+    return load_dataset(builder, data_files=str(path), split="train", streaming=streaming)
+
+
+def _load_local(path: Path, config: str | None, split: str, streaming: bool) -> AnyDataset:
+    """A local file or folder: Minari layout, `save_to_disk` output, or parquet/arrow files (Hub-like layouts)."""
+    if config is not None and (path / config).is_dir():
+        path = path / config
+    if path.is_file():
+        return _load_file(path, streaming)
+    if find_minari_data(path) is not None:
+        return load_minari(path, streaming=streaming)
+    if (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file():
+        dataset = load_from_disk(str(path))
+        dataset = dataset[split] if isinstance(dataset, DatasetDict) else dataset
+        return dataset.to_iterable_dataset() if streaming else dataset
+    return load_dataset(str(path), split=split, streaming=streaming)
+
+
+def _gym_replay_config(config: str | None) -> str:
+    known = (*GYM_REPLAY_CONFIGS, *GYM_REPLAY_COMPOSITES)
+    if config not in known:
+        raise ValueError(f"{GYM_REPLAY_REPO} config {config!r}; expected one of {list(known)}.")
+    return config
+
+
+def _load_gym_replay(config: str | None, split: str, streaming: bool, revision: str | None) -> AnyDataset:
+    """One D4RL config through its loading script, else through the Hub's parquet export."""
+    config = _gym_replay_config(config)
+    if config in GYM_REPLAY_COMPOSITES:
+        parts = [_load_gym_replay(part, split, streaming, revision) for part in GYM_REPLAY_COMPOSITES[config]]
+        return concatenate_datasets(parts)
+    try:
+        return load_dataset(GYM_REPLAY_REPO, config, split=split, streaming=streaming, revision=revision)
+    except Exception as error:  # datasets >= 4: "Dataset scripts are no longer supported"
+        logger.info(
+            "Loading %s/%s through its script failed (%s); using the parquet export.",
+            GYM_REPLAY_REPO,
+            config,
+            error,
+        )
+    files = PARQUET_EXPORT.format(repo=GYM_REPLAY_REPO, config=config, split=split)
+    return load_dataset("parquet", data_files=files, split="train", streaming=streaming)
+
+
+def _load_hub(repo: str, config: str | None, split: str, streaming: bool, revision: str | None) -> AnyDataset:
+    if repo == GYM_REPLAY_REPO:
+        return _load_gym_replay(config, split, streaming, revision)
+    if repo.startswith(f"{MINARI_HUB_ORGANISATION}/"):
+        if config is None:
+            raise ValueError(f"{repo}: give the dataset path as config, e.g. config='hopper/medium-v0'.")
+        return load_minari(download_minari(f"{repo.split('/', 1)[1]}/{config}", revision=revision), streaming)
+    return load_dataset(repo, config, split=split, streaming=streaming, revision=revision)
+
+
+def _resolve(source: str, config: str | None) -> tuple[str, str | None]:
+    """Expand the short forms `d4rl:<config>`, `jat:<game>` and `minari:<namespace>/<name>` to (repo, config)."""
+    scheme, _, rest = source.partition(":")
+    if scheme == "d4rl":
+        return GYM_REPLAY_REPO, rest
+    if scheme == "jat":
+        return JAT_REPO, rest if rest.startswith("atari-") else f"atari-{rest}"
+    if scheme == "minari":
+        namespace, _, name = rest.partition("/")
+        return f"{MINARI_HUB_ORGANISATION}/{namespace}", name or config
+    return source, config
+
+
+def _first(dataset: AnyDataset, count: int | None) -> AnyDataset:
+    if count is None:
+        return dataset
+    return (
+        dataset.take(count)
+        if isinstance(dataset, IterableDataset)
+        else dataset.select(range(min(count, len(dataset))))
+    )
+
+
+def load_trajectories(
+    source: str | os.PathLike,
+    config: str | None = None,
+    *,
+    split: str = "train",
+    streaming: bool | None = None,
+    revision: str | None = None,
+    max_episodes: int | None = None,
+) -> AnyDataset:
+    """Load offline episodes from any supported source into the canonical schema (see `schema`).
+
+    `source` is a local file/folder (canonical, D4RL, JAT or Minari layout, detected from columns), a Hub dataset
+    repo (`edbeeching/decision_transformer_gym_replay` with a config such as `hopper-medium-expert-v2`,
+    `jat-project/jat-dataset` with `atari-breakout`, `farama-minari/mujoco` with `hopper/medium-v0`, or any repo in
+    a supported format), a short form (`d4rl:hopper-medium-v2`, `jat:breakout`, `minari:mujoco/hopper/medium-v0`)
+    or `embedded:hopper`. `streaming=None` streams JAT (episodes are large) and loads everything else.
+    """
+    source = str(source)
+    if source.startswith("embedded:"):
+        dataset = _load_file(_embedded_path(source.partition(":")[2]), bool(streaming))
+        return to_canonical(_first(dataset, max_episodes), where=source)
+    path = Path(source).expanduser()
+    if path.exists():
+        dataset = _load_local(path, config, split, bool(streaming))
+    else:
+        repo, config = _resolve(source, config)
+        streaming = repo == JAT_REPO if streaming is None else streaming
+        dataset = _load_hub(repo, config, split, streaming, revision)
+    return to_canonical(_first(dataset, max_episodes), where=source)

@@ -1,0 +1,27 @@
+"""Evaluating policies in their environments: normalised scores, parallel rollouts, videos, Trainer callback."""
+
+from .callback import EnvironmentEvaluationCallback
+from .results import flat_metrics, format_report, format_table
+from .rollout import POLICY_MODES, build_policy, evaluate_policy, is_policy
+from .scores import SCORE_RANGES, ScoreRange, normalized_score, score_range
+from .video import VideoInfo, is_browser_playable, probe_video, record_replay, write_mp4
+
+__all__ = [
+    "POLICY_MODES",
+    "SCORE_RANGES",
+    "EnvironmentEvaluationCallback",
+    "ScoreRange",
+    "VideoInfo",
+    "build_policy",
+    "evaluate_policy",
+    "flat_metrics",
+    "format_report",
+    "format_table",
+    "is_browser_playable",
+    "is_policy",
+    "normalized_score",
+    "probe_video",
+    "record_replay",
+    "score_range",
+    "write_mp4",
+]

@@ -1,0 +1,252 @@
+"""The models the recipe trains: a Decision Mamba from a preset, or `transformers`' Decision Transformer of equal size.
+
+`DecisionTransformerModel` has no loss, so the Trainer cannot train it as is; `DecisionTransformerForTraining` is a
+subclass that only adds `labels` -> `loss` (the same masked action loss as Decision Mamba), keeps every parameter
+name, and saves a plain `DecisionTransformerModel` checkpoint.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    DecisionTransformerConfig,
+    DecisionTransformerModel,
+    PreTrainedConfig,
+    PreTrainedModel,
+    Trainer,
+    TrainingArguments,
+)
+from transformers.pytorch_utils import Conv1D
+from transformers.utils import ModelOutput
+
+from ..configuration_decision_mamba import DecisionMambaConfig
+from ..envs import make_env
+from ..modeling_decision_mamba import DecisionMambaModel
+from ..policy_decision_mamba import DecisionMambaPolicy
+from .arguments import ModelArguments, parse_overrides
+
+# Attributes a Decision Transformer config carries on top of its own fields, so that it acts like a Decision Mamba.
+ACTING_FIELDS = (
+    "context_length",
+    "env_id",
+    "rtg_scale",
+    "target_return",
+    "state_mean",
+    "state_std",
+    "preset",
+)
+
+
+@dataclass
+class DecisionTransformerTrainingOutput(ModelOutput):
+    """`DecisionTransformerOutput` plus the action loss."""
+
+    loss: torch.Tensor | None = None
+    action_preds: torch.Tensor | None = None
+    state_preds: torch.Tensor | None = None
+    return_preds: torch.Tensor | None = None
+    last_hidden_state: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+def masked_action_loss(
+    preds: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None
+) -> torch.Tensor:
+    """Mean squared error over the real (unpadded) steps of the window."""
+    real = (
+        torch.ones(preds.shape[:2], dtype=torch.bool, device=preds.device)
+        if attention_mask is None
+        else attention_mask > 0
+    )
+    return F.mse_loss(preds[real].float(), labels[real].float())
+
+
+def decay_param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups that decay only linear/conv weights (GPT-2's `Conv1D` included); never norms, biases, embeddings."""
+    weights = (nn.Linear, nn.Conv1d, nn.Conv2d, Conv1D)
+    decay, no_decay = [], []
+    for module in model.modules():
+        for name, param in module.named_parameters(recurse=False):
+            if param.requires_grad:
+                (decay if name == "weight" and isinstance(module, weights) else no_decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class DecisionTransformerForTraining(DecisionTransformerModel):
+    """`DecisionTransformerModel` whose forward also takes `labels` and returns `loss`; weights load into a plain DT."""
+
+    def forward(
+        self,
+        states: torch.Tensor | None = None,
+        actions: torch.Tensor | None = None,
+        rewards: torch.Tensor | None = None,
+        returns_to_go: torch.Tensor | None = None,
+        timesteps: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> DecisionTransformerTrainingOutput | tuple:
+        """DT's forward; with `labels` (target actions, like `actions`) also the masked MSE `loss`."""
+        output = super().forward(
+            states=states,
+            actions=actions,
+            rewards=rewards,
+            returns_to_go=returns_to_go,
+            timesteps=timesteps,
+            attention_mask=attention_mask,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            return_dict=True,
+        )
+        loss = None if labels is None else masked_action_loss(output.action_preds, labels, attention_mask)
+        result = DecisionTransformerTrainingOutput(loss=loss, **output)
+        return result if return_dict is not False else result.to_tuple()
+
+    def get_optimizer_param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """AdamW groups with DT's no-decay rule (see `decay_param_groups`)."""
+        return decay_param_groups(self, weight_decay)
+
+    def policy(self, mode: str = "window", **kwargs: Any) -> DecisionMambaPolicy:
+        """A batched return-conditioned policy (window mode only: a transformer has no recurrent state)."""
+        return DecisionMambaPolicy(self, mode=mode, **kwargs)
+
+    def save_pretrained(
+        self, save_directory: str | os.PathLike, *args: Any, is_main_process: bool = True, **kwargs: Any
+    ):
+        """Save as a plain `DecisionTransformerModel` (its `architectures` entry), loadable without this package."""
+        result = super().save_pretrained(save_directory, *args, is_main_process=is_main_process, **kwargs)
+        self.config.architectures = [DecisionTransformerModel.__name__]
+        if is_main_process:
+            self.config.save_pretrained(save_directory)
+        return result
+
+
+def config_fields() -> set[str]:
+    """Names `DecisionMambaConfig` accepts."""
+    parameters = inspect.signature(DecisionMambaConfig.__init__).parameters
+    return {name for name, p in parameters.items() if name != "self" and p.kind is p.POSITIONAL_OR_KEYWORD}
+
+
+def _checked_overrides(text: str | None) -> dict[str, Any]:
+    overrides = parse_overrides(text)
+    unknown = sorted(set(overrides) - config_fields())
+    if unknown:
+        raise ValueError(
+            f"config_overrides has unknown field(s) {unknown}; expected fields of DecisionMambaConfig."
+        )
+    return overrides
+
+
+def env_config_fields(env_id: str) -> dict[str, Any]:
+    """`env_id` and the state/action sizes of its environment, read from the environment's spaces."""
+    env = make_env(env_id)
+    try:
+        observation, action = env.observation_space, env.action_space
+    finally:
+        env.close()
+    if hasattr(action, "n"):
+        return {"env_id": env_id, "action_space": "discrete", "n_actions": int(action.n)}
+    return {"env_id": env_id, "state_dim": int(observation.shape[-1]), "act_dim": int(action.shape[0])}
+
+
+def _check_preset_fits(preset: str, config: DecisionMambaConfig, env_fields: dict[str, Any]) -> None:
+    env_discrete = env_fields.get("action_space") == "discrete"
+    if env_discrete != config.is_discrete:
+        raise ValueError(
+            f"preset={preset!r} is for {config.action_space} actions but env_id={env_fields['env_id']!r} has "
+            f"{'discrete' if env_discrete else 'continuous'} ones; expected a preset of the environment's family."
+        )
+
+
+def build_config(args: ModelArguments, env_id: str | None) -> PreTrainedConfig:
+    """The config to train: the preset with `config_overrides`, sized to `env_id`'s spaces (or a saved config)."""
+    overrides = _checked_overrides(args.config_overrides)
+    if args.model_name_or_path:
+        config = AutoConfig.from_pretrained(args.model_name_or_path)
+        for key, value in overrides.items():
+            setattr(config, key, value)
+        return config
+    base = DecisionMambaConfig.from_preset(args.preset, **overrides)
+    if env_id is not None:
+        env_fields = env_config_fields(env_id)
+        _check_preset_fits(args.preset, base, env_fields)
+        base = DecisionMambaConfig.from_preset(args.preset, **{**env_fields, **overrides})
+    if args.model_type == "decision_transformer":
+        return decision_transformer_config(base, args)
+    return base
+
+
+def decision_transformer_config(
+    config: DecisionMambaConfig, args: ModelArguments
+) -> DecisionTransformerConfig:
+    """A `DecisionTransformerConfig` with the Decision Mamba's sizes, context and acting fields."""
+    if config.is_discrete or config.state_encoder != "linear":
+        raise ValueError(
+            f"model_type='decision_transformer' with preset={args.preset!r}: transformers' DecisionTransformerModel "
+            "takes continuous actions and state vectors; expected a MuJoCo preset."
+        )
+    return DecisionTransformerConfig(
+        state_dim=config.state_dim,
+        act_dim=config.act_dim,
+        hidden_size=config.hidden_size,
+        max_ep_len=config.max_ep_len,
+        action_tanh=config.action_tanh,
+        n_layer=config.num_hidden_layers,
+        n_head=args.dt_num_heads,
+        n_inner=config.mlp_ratio * config.hidden_size,
+        activation_function=args.dt_activation_function,
+        n_positions=max(1024, 3 * config.context_length),
+        resid_pdrop=config.dropout,
+        embd_pdrop=config.dropout,
+        attn_pdrop=config.dropout,
+        initializer_range=config.initializer_range,
+        **{name: getattr(config, name) for name in ACTING_FIELDS},
+    )
+
+
+def build_model(config: Any, args: ModelArguments) -> PreTrainedModel:
+    """A fresh model for `config` (seed first), or the weights of `args.model_name_or_path`."""
+    is_dt = config.model_type == DecisionTransformerConfig.model_type
+    model_class = DecisionTransformerForTraining if is_dt else DecisionMambaModel
+    if args.model_name_or_path:
+        if (
+            not is_dt and type(config) is not DecisionMambaConfig
+        ):  # remote-code config of another package version
+            return AutoModel.from_pretrained(args.model_name_or_path, config=config, trust_remote_code=True)
+        return model_class.from_pretrained(args.model_name_or_path, config=config)
+    return model_class(config)
+
+
+def build_optimizer(model: PreTrainedModel, args: TrainingArguments) -> torch.optim.Optimizer:
+    """The optimizer `--optim` names (AdamW by default) over the model's no-decay-aware parameter groups.
+
+    The plain Trainer would decay `A_log`, `D`, norms, biases and embeddings; these groups do not.
+    """
+    optimizer_class, kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
+    return optimizer_class(model.get_optimizer_param_groups(args.weight_decay), **kwargs)
+
+
+__all__ = [
+    "DecisionTransformerForTraining",
+    "DecisionTransformerTrainingOutput",
+    "build_config",
+    "build_model",
+    "build_optimizer",
+    "decay_param_groups",
+    "decision_transformer_config",
+    "env_config_fields",
+    "masked_action_loss",
+]

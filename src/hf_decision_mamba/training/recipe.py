@@ -1,0 +1,322 @@
+"""The training recipe behind `dmamba train`: seed, build, train with the Trainer, evaluate, save and publish.
+
+`run_training(args)` = `prepare_run` (seeded config, model and window datasets) + `build_trainer` (optimizer
+groups, environment-evaluation callback, atomic checkpoints) + `train_and_finish` (resume, SIGTERM handling,
+final save, evaluation JSON, replay video, model card, push). The pieces are public so that scripts can change
+one of them (the multi-process test wraps the training dataset to record what each rank saw).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_model
+from transformers import PreTrainedModel, TrainerState, TrainingArguments, enable_full_determinism, set_seed
+
+from ..envs import resolve_env_id
+from ..evaluation import EnvironmentEvaluationCallback, evaluate_policy
+from ..hub import (
+    CARD_NAME,
+    EVAL_RESULTS_NAME,
+    REPLAY_NAME,
+    TRAINING_ARGS_NAME,
+    WEIGHTS_NAME,
+    render_model_card,
+)
+from ..modeling_decision_mamba import DecisionMambaModel
+from ..presets import get_preset
+from .arguments import RecipeArguments
+from .data import TrainingData, build_training_data, infer_env_id
+from .models import build_config, build_model, build_optimizer
+from .trainer import TRAINER_STATE_NAME, DecisionTrainer, is_complete_checkpoint, last_complete_checkpoint
+
+logger = logging.getLogger(__name__)
+
+SIGTERM_EXIT_CODE = 128 + signal.SIGTERM
+
+
+@dataclass
+class Run:
+    """What one training run is made of, before the Trainer exists."""
+
+    args: RecipeArguments
+    model: PreTrainedModel
+    data: TrainingData
+    env_id: str | None
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.args.training.output_dir)
+
+
+@dataclass
+class TrainingResult:
+    """Outcome of `run_training`: steps done, whether a SIGTERM cut it short, data and evaluation summaries."""
+
+    output_dir: str
+    global_step: int
+    max_steps: int
+    interrupted: bool
+    resumed_from: str | None
+    dataset: dict[str, Any]
+    main_process: bool = True
+    checkpoint: str | None = None
+    evaluation: dict[str, Any] | None = None
+    training_eval: dict[str, Any] | None = None
+
+
+def seed_everything(seed: int, full_determinism: bool = False) -> None:
+    """Seed Python, NumPy and torch (and make kernels deterministic with `--full_determinism`)."""
+    (enable_full_determinism if full_determinism else set_seed)(seed)
+
+
+def choose_env_id(args: RecipeArguments) -> str | None:
+    """`--env_id`, else the preset's, else the dataset's environment, as the Gymnasium id evaluation runs."""
+    preset_env = get_preset(args.model.preset)["config"].get("env_id")
+    env_id = args.evaluation.env_id or preset_env or infer_env_id(args.data)
+    if env_id is None and args.evaluation.env_eval:
+        raise ValueError(
+            f"env_id: none given and none inferred from dataset={args.data.dataset!r}; expected --env_id "
+            "(e.g. Hopper-v5) or --no_env_eval."
+        )
+    return None if env_id is None else resolve_env_id(env_id)
+
+
+def _default_target(config: Any, args: RecipeArguments, data: TrainingData) -> None:
+    """Condition on `--target_return`, else the config's target, else the best return in the dataset."""
+    targets = args.evaluation.target_return
+    if targets:
+        config.target_return = float(targets[0])
+    elif getattr(config, "target_return", None) is None:
+        config.target_return = float(data.episode_returns.max())
+
+
+def prepare_run(args: RecipeArguments) -> Run:
+    """Seed, then build the config (sized to the environment), the model and the window datasets."""
+    seed_everything(args.training.seed, args.training.full_determinism)
+    env_id = choose_env_id(args)
+    config = build_config(args.model, env_id)
+    model = build_model(config, args.model)
+    data = build_training_data(
+        args.data, model.config, args.training.seed, args.training.eval_strategy != "no"
+    )
+    _default_target(model.config, args, data)
+    return Run(args, model, data, env_id)
+
+
+def build_env_callback(run: Run) -> EnvironmentEvaluationCallback | None:
+    """The environment-evaluation callback of `--env_eval*` (None with `--no_env_eval`)."""
+    evaluation = run.args.evaluation
+    if not evaluation.env_eval:
+        return None
+    return EnvironmentEvaluationCallback(
+        env_id=run.env_id,
+        num_episodes=evaluation.env_eval_episodes,
+        target_return=evaluation.target_return,
+        mode=evaluation.env_eval_mode,
+        eval_every=evaluation.env_eval_steps,
+        seed=evaluation.env_eval_seed,
+        max_episode_steps=evaluation.env_eval_max_episode_steps,
+    )
+
+
+def adapt_to_processes(training: TrainingArguments, model: PreTrainedModel) -> None:
+    """Multi-process settings: DDP looks for unused parameters only for DT (its state and return heads), and
+    SIGTERM checkpoints are off because each rank's timer can fire at a different step of a collective save."""
+    if training.ddp_find_unused_parameters is None:
+        training.ddp_find_unused_parameters = not isinstance(model, DecisionMambaModel)
+    if training.enable_jit_checkpoint and training.world_size > 1:
+        logger.warning("SIGTERM checkpoints are off with several processes; scheduled checkpoints remain.")
+        training.enable_jit_checkpoint = False
+
+
+def build_trainer(
+    run: Run, hub_api: Any = None
+) -> tuple[DecisionTrainer, EnvironmentEvaluationCallback | None]:
+    """A `DecisionTrainer` with the no-decay optimizer groups and the environment evaluation attached."""
+    training = run.args.training
+    adapt_to_processes(training, run.model)
+    trainer = DecisionTrainer(
+        model=run.model,
+        args=training,
+        train_dataset=run.data.train,
+        eval_dataset=run.data.validation,
+        data_collator=run.data.collator,
+        optimizers=(build_optimizer(run.model, training), None),
+        hub_api=hub_api,
+    )
+    callback = build_env_callback(run)
+    if callback is not None:
+        callback.attach(trainer)
+    return trainer, callback
+
+
+def resolve_resume(value: str | None, output_dir: str | Path) -> str | None:
+    """`--resume_from_checkpoint`: unset/"auto" resumes from the last complete checkpoint in `output_dir` if any,
+    "true"/"last" requires one, "false"/"none" starts fresh, anything else is a checkpoint path."""
+    choice = (value or "auto").strip()
+    if choice.lower() in ("false", "none", "no"):
+        return None
+    if choice.lower() in ("auto", "true", "last"):
+        checkpoint = last_complete_checkpoint(output_dir)
+        if checkpoint is None and choice.lower() != "auto":
+            raise ValueError(f"resume_from_checkpoint={value!r}: no complete checkpoint in {output_dir}.")
+        return checkpoint
+    if not is_complete_checkpoint(choice):
+        raise ValueError(f"resume_from_checkpoint={value!r}: expected a complete Trainer checkpoint folder.")
+    return choice
+
+
+def finished_training(checkpoint: str | Path, max_steps: int) -> bool:
+    """Whether `checkpoint` already reached the end of training (`max_steps`, or the run's own when unset)."""
+    state = TrainerState.load_from_json(str(Path(checkpoint) / TRAINER_STATE_NAME))
+    return state.global_step >= (max_steps if max_steps > 0 else state.max_steps)
+
+
+def restore_finished(trainer: DecisionTrainer, checkpoint: str | Path) -> None:
+    """Load the weights and state of a finished run's last checkpoint instead of training.
+
+    `Trainer.train` would run one more step when resumed at the last step.
+    """
+    load_model(trainer.model, str(Path(checkpoint) / WEIGHTS_NAME))
+    trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / TRAINER_STATE_NAME))
+    logger.warning("%s already finished training at step %d.", checkpoint, trainer.state.global_step)
+
+
+class TerminationGuard:
+    """Notes a SIGTERM, then hands it to the handler it replaced (transformers' JIT checkpointing, or death).
+
+    On exit it restores `restore` (the handler from before the Trainer installed its own).
+    """
+
+    def __init__(self, restore: Any) -> None:
+        self.restore = restore
+        self.terminated = False
+
+    def __enter__(self) -> TerminationGuard:
+        self.previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.terminated = True
+        logger.warning("SIGTERM: saving a checkpoint, then stopping (run the same command again to resume).")
+        if callable(self.previous):
+            self.previous(signum, frame)
+        elif self.previous != signal.SIG_IGN:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def __exit__(self, *exc: Any) -> None:
+        signal.signal(signal.SIGTERM, self.restore)
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Write `payload` as JSON through a temporary file and a rename (never a half-written file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(payload, indent=2))
+    os.replace(temporary, path)
+
+
+def final_evaluation(run: Run, model: PreTrainedModel) -> dict[str, Any]:
+    """Evaluate the final model (same seeds as during training), write `eval_results.json` and `replay.mp4`."""
+    evaluation = run.args.evaluation
+    video = run.output_dir / REPLAY_NAME if evaluation.record_replay else None
+    report = evaluate_policy(
+        model,
+        env_id=run.env_id,
+        num_episodes=evaluation.env_eval_episodes,
+        seed=evaluation.env_eval_seed,
+        target_return=evaluation.target_return,
+        mode=evaluation.env_eval_mode,
+        max_episode_steps=evaluation.env_eval_max_episode_steps,
+        record_video=video,
+    )
+    report = {"model": str(run.output_dir), **report}
+    write_json(run.output_dir / EVAL_RESULTS_NAME, report)
+    return report
+
+
+def _finish(
+    run: Run, trainer: DecisionTrainer, callback: EnvironmentEvaluationCallback | None
+) -> dict | None:
+    """Save the final model and state; on the main process evaluate it and render the model card."""
+    trainer.save_final_model()
+    trainer.save_state()
+    if not trainer.is_world_process_zero():
+        return None
+    report = final_evaluation(run, trainer.model) if callback is not None else None
+    render_model_card(run.output_dir).save(run.output_dir / CARD_NAME)
+    return report
+
+
+def _train(trainer: DecisionTrainer, resume: str | None, max_steps: int) -> bool:
+    """Train from scratch or from `resume` (or just restore a finished run); True when a SIGTERM stopped it."""
+    if resume:
+        logger.warning("Resuming from %s.", resume)
+    with TerminationGuard(restore=signal.SIG_DFL) as guard:
+        if resume and finished_training(resume, max_steps):
+            restore_finished(trainer, resume)
+        else:
+            trainer.train(resume_from_checkpoint=resume)
+    return guard.terminated
+
+
+def train_and_finish(
+    run: Run, trainer: DecisionTrainer, callback: EnvironmentEvaluationCallback | None
+) -> TrainingResult:
+    """Train (resuming when a checkpoint exists), then save, evaluate, write the card and push if asked."""
+    training = run.args.training
+    if trainer.is_world_process_zero():
+        write_json(
+            run.output_dir / TRAINING_ARGS_NAME, {**run.args.to_dict(), "dataset_summary": run.data.summary()}
+        )
+    resume = resolve_resume(training.resume_from_checkpoint, run.output_dir)
+    terminated = _train(trainer, resume, training.max_steps)
+    result = TrainingResult(
+        output_dir=str(run.output_dir),
+        global_step=trainer.state.global_step,
+        max_steps=trainer.state.max_steps,
+        interrupted=terminated,
+        resumed_from=resume,
+        dataset=run.data.summary(),
+        main_process=trainer.is_world_process_zero(),
+    )
+    if terminated:
+        result.checkpoint = last_complete_checkpoint(run.output_dir)
+        return result
+    result.evaluation = _finish(run, trainer, callback)
+    result.training_eval = callback.report() if callback is not None and callback.history else None
+    if training.push_to_hub:
+        trainer.push_to_hub()
+    return result
+
+
+def run_training(args: RecipeArguments, hub_api: Any = None) -> TrainingResult:
+    """The whole recipe; see the module docstring."""
+    run = prepare_run(args)
+    trainer, callback = build_trainer(run, hub_api)
+    return train_and_finish(run, trainer, callback)
+
+
+__all__ = [
+    "SIGTERM_EXIT_CODE",
+    "Run",
+    "TerminationGuard",
+    "TrainingResult",
+    "build_env_callback",
+    "build_trainer",
+    "final_evaluation",
+    "choose_env_id",
+    "prepare_run",
+    "resolve_resume",
+    "run_training",
+    "seed_everything",
+    "train_and_finish",
+]

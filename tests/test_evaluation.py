@@ -1,0 +1,241 @@
+"""Scores, parallel seeded rollouts and replay videos of `hf_decision_mamba.evaluation`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hf_decision_mamba.envs import make_env
+from hf_decision_mamba.evaluation import (
+    SCORE_RANGES,
+    evaluate_policy,
+    flat_metrics,
+    format_report,
+    is_browser_playable,
+    normalized_score,
+    probe_video,
+    write_mp4,
+)
+from hf_decision_mamba.evaluation.video import _mujoco_frames
+
+
+class LinearPolicy:
+    """Deterministic continuous policy `tanh(gain * obs @ W)` that records its resets and rewards."""
+
+    def __init__(self, obs_dim: int = 11, act_dim: int = 3, gain: float = 0.1):
+        self.weights = gain * np.sin(np.arange(obs_dim * act_dim)).reshape(obs_dim, act_dim)
+        self.resets: list[tuple[int, float | None]] = []
+        self.rewards: list[np.ndarray | None] = []
+
+    def reset(self, num_envs: int, target_return: float | None = None) -> None:
+        self.resets.append((num_envs, target_return))
+
+    def act(self, observation: np.ndarray, reward: np.ndarray | None) -> np.ndarray:
+        self.rewards.append(reward)
+        return np.tanh(observation @ self.weights).astype(np.float32)
+
+
+class AtariPolicy:
+    """Deterministic discrete policy of the frames and the step count (so it fires and the game moves)."""
+
+    def reset(self, num_envs: int, target_return: float | None = None) -> None:
+        self.step = 0
+
+    def act(self, observation: np.ndarray, reward: np.ndarray | None) -> np.ndarray:
+        self.step += 1
+        pixels = observation.reshape(len(observation), -1)[:, ::97].astype(np.int64).sum(axis=1)
+        return (pixels + self.step) % 4
+
+
+class TinyModel(torch.nn.Module):
+    """A model with a config carrying `env_id` and a `.policy()` factory, like `DecisionMambaModel`."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(1, 1)
+        self.config = type("Config", (), {"env_id": "hopper-medium-v2"})()
+        self.policy_calls: list[dict] = []
+
+    def policy(self, **kwargs) -> LinearPolicy:
+        assert not self.training, "evaluation must run the model in eval mode"
+        self.policy_calls.append(kwargs)
+        return LinearPolicy()
+
+
+def manual_returns(policy: LinearPolicy, seeds: range, max_steps: int) -> list[float]:
+    """Reference: each episode alone in a single env, stopped at its first termination or truncation."""
+    returns = []
+    for seed in seeds:
+        env = make_env("hopper", max_episode_steps=max_steps)
+        obs, _ = env.reset(seed=seed)
+        policy.reset(1)
+        total, done = 0.0, False
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(policy.act(obs[None], None)[0])
+            total, done = total + reward, terminated or truncated
+        returns.append(total)
+    return returns
+
+
+# -- normalised scores -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env_id", "raw", "expected"),
+    [
+        ("hopper-medium-v2", 3234.3, 100.0),
+        ("Hopper-v5", -20.272305, 0.0),
+        ("halfcheetah", 12135.0, 100.0),
+        ("walker2d-expert-v2", 4592.3, 100.0),
+        ("Walker2d-v5", 1.629008, 0.0),
+        ("breakout", 30.0, 100.0),
+        ("ALE/Breakout-v5", 2.0, 0.0),
+        ("ALE/Pong-v5", 15.0, 100.0),
+        ("qbert", 13455.0, 100.0),
+        ("seaquest", 68.0, 0.0),
+    ],
+)
+def test_normalized_score_constants(env_id, raw, expected):
+    assert normalized_score(env_id, raw) == pytest.approx(expected)
+
+
+def test_normalized_score_of_an_array_and_of_unknown_envs():
+    np.testing.assert_allclose(normalized_score("breakout", [2.0, 16.0, 30.0]), [0.0, 50.0, 100.0])
+    assert normalized_score("CartPole-v1", 100.0) is None
+    assert normalized_score("ALE/Tennis-v5", 1.0) is None
+
+
+def test_score_table_is_keyed_by_resolved_ids():
+    from hf_decision_mamba.envs import resolve_env_id
+
+    assert all(resolve_env_id(env_id) == env_id for env_id in SCORE_RANGES)
+
+
+# -- evaluate_policy ---------------------------------------------------------------------------------------
+
+
+def test_same_seeds_give_identical_returns_and_batching_does_not_matter():
+    kwargs = {"env_id": "hopper", "num_episodes": 4, "seed": 3, "max_episode_steps": 60, "progress": False}
+    first = evaluate_policy(LinearPolicy(), **kwargs)["results"][0]
+    again = evaluate_policy(LinearPolicy(), **kwargs)["results"][0]
+    one_by_one = evaluate_policy(LinearPolicy(), num_envs=1, **kwargs)["results"][0]
+    assert first["returns"] == again["returns"] == one_by_one["returns"]
+    assert first["episode_lengths"] == one_by_one["episode_lengths"]
+    assert len(set(first["returns"])) == 4, "different seeds must give different episodes"
+    other_seed = evaluate_policy(LinearPolicy(), **{**kwargs, "seed": 4})["results"][0]
+    assert other_seed["returns"][:3] == first["returns"][1:]
+
+
+def test_each_episode_counts_only_until_its_first_end():
+    # gain 0.1: seeds 0-3 end by termination at 57, 56, 58 steps and by truncation at 60
+    result = evaluate_policy(LinearPolicy(), "hopper", num_episodes=4, max_episode_steps=60, progress=False)
+    expected = manual_returns(LinearPolicy(), range(4), max_steps=60)
+    np.testing.assert_allclose(result["results"][0]["returns"], expected, rtol=1e-10)
+    lengths = result["results"][0]["episode_lengths"]
+    assert len(set(lengths)) > 1 and max(lengths) <= 60, "episodes must end at different steps"
+
+
+def test_atari_evaluation_is_reproducible_and_its_replay_matches(tmp_path, caplog):
+    kwargs = {"env_id": "breakout", "num_episodes": 3, "max_episode_steps": 300, "progress": False}
+    first = evaluate_policy(AtariPolicy(), record_video=tmp_path / "replay.mp4", **kwargs)
+    again = evaluate_policy(AtariPolicy(), num_envs=2, **kwargs)
+    assert first["results"][0]["returns"] == again["results"][0]["returns"]
+    assert first["results"][0]["returns"][0] > 0, "the replayed episode should score, to be a real check"
+    assert "replay" not in caplog.text, "the video must replay exactly the evaluated episode"
+    assert first["protocol"]["repeat_action_probability"] == 0.25
+    result = first["results"][0]
+    assert result["normalized_score_mean"] == pytest.approx(100 * (result["return_mean"] - 2) / 28)
+
+
+def test_every_target_is_evaluated_and_passed_to_reset():
+    policy = LinearPolicy()
+    report = evaluate_policy(
+        policy, "hopper", num_episodes=2, target_return=[3600, 1800], max_episode_steps=20, progress=False
+    )
+    assert [r["target_return"] for r in report["results"]] == [3600.0, 1800.0]
+    assert policy.resets == [(2, 3600.0), (2, 1800.0)]
+    assert policy.rewards[0] is None and policy.rewards[1].shape == (2,)
+    metrics = flat_metrics(report)
+    assert {"env_eval/target_3600/return_mean", "env_eval/target_1800/normalized_score_mean"} <= set(metrics)
+    assert "1800" in format_report(report)
+
+
+def test_model_env_id_default_policy_api_and_training_mode_restored():
+    model = TinyModel().train()
+    report = evaluate_policy(model, num_episodes=2, mode="recurrent", max_episode_steps=10, progress=False)
+    assert report["env_id"] == "Hopper-v5" and report["mode"] == "recurrent"
+    assert model.policy_calls == [{"mode": "recurrent", "target_return": None, "deterministic": True}]
+    assert model.training
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"num_episodes": 0}, "num_episodes"),
+        ({"seed": -1}, "seed"),
+        ({"num_envs": 0}, "num_envs"),
+        ({"mode": "parallel"}, "mode"),
+        ({"target_return": "high"}, "target_return"),
+        ({"target_return": []}, "target_return"),
+        ({"repeat_action_probability": 0.25}, "repeat_action_probability"),
+        ({"env_id": "CartPole-v1"}, "env_id"),
+    ],
+)
+def test_bad_evaluate_inputs_are_value_errors_naming_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=f"^{field}="):
+        evaluate_policy(LinearPolicy(), **{"env_id": "hopper", "progress": False, **kwargs})
+
+
+def test_missing_env_id_and_non_policies_are_value_errors():
+    with pytest.raises(ValueError, match="^env_id=None"):
+        evaluate_policy(LinearPolicy(), progress=False)
+    with pytest.raises(ValueError, match="^model_or_policy="):
+        evaluate_policy(object(), "hopper", progress=False)
+
+
+# -- video ----------------------------------------------------------------------------------------------
+
+
+def test_write_mp4_is_browser_playable_h264(tmp_path):
+    frames = [np.full((21, 33), value, dtype=np.uint8) for value in range(0, 250, 10)]  # odd sides, grayscale
+    path = write_mp4(frames, tmp_path / "sub" / "clip.mp4", fps=15)
+    info = probe_video(path)
+    assert (info.codec, info.pix_fmt, info.width, info.height) == ("h264", "yuv420p", 34, 22)
+    assert is_browser_playable(path)
+    with pytest.raises(ValueError, match="^frames"):
+        write_mp4([], tmp_path / "empty.mp4", fps=15)
+    with pytest.raises(ValueError, match="^fps"):
+        write_mp4(frames, tmp_path / "bad.mp4", fps=0)
+
+
+@pytest.mark.parametrize(("env_id", "policy"), [("hopper", LinearPolicy), ("breakout", AtariPolicy)])
+def test_record_video_writes_h264_of_the_first_episode(tmp_path, caplog, env_id, policy):
+    report = evaluate_policy(
+        policy(),
+        env_id,
+        num_episodes=2,
+        max_episode_steps=40,
+        record_video=tmp_path / "replay.mp4",
+        progress=False,
+    )
+    assert report["video"] == str(tmp_path / "replay.mp4")
+    assert is_browser_playable(report["video"])
+    assert "replay" not in caplog.text
+
+
+def test_replay_reproduces_the_evaluated_episode():
+    from hf_decision_mamba.envs import MujocoProtocol
+
+    policy = LinearPolicy()
+    expected = manual_returns(policy, [5], max_steps=30)[0]
+    env = make_env("hopper", max_episode_steps=30)
+    obs, _ = env.reset(seed=5)
+    actions, done = [], False
+    while not done:
+        actions.append(policy.act(obs[None], None)[0])
+        obs, _, terminated, truncated, _ = env.step(actions[-1])
+        done = terminated or truncated
+    frames, fps, total = _mujoco_frames("Hopper-v5", MujocoProtocol(max_episode_steps=30), 5, actions)
+    assert total == pytest.approx(expected) and fps == pytest.approx(125 / 4)
+    assert frames[0].shape == (480, 480, 3) and frames[0].dtype == np.uint8
