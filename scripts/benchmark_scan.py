@@ -5,6 +5,7 @@ machine the min and the cpu columns are the more telling ones.
 
 python scripts/benchmark_scan.py                 # batch 64, dim 256, N 16, L 60 and 300
 python scripts/benchmark_scan.py --compile-times # also first-call compile/load times, cold and warm cache
+python scripts/benchmark_scan.py --state-update  # also selective_state_update (batch 10, n 3 tokens) per call
 """
 
 from __future__ import annotations
@@ -92,6 +93,25 @@ def bench_one(label: str, scan, inputs, repeats: int, warmup: int, device: str) 
     )
 
 
+def bench_state_update(batch: int, dim: int, n: int, tokens: int, repeats: int) -> None:
+    """Per-call time of selective_state_update (recurrent acting), inputs laid out as the model has them."""
+    u, delta, A, B, C, D, z = make_inputs(batch, dim, tokens, n, "cpu", torch.float32, True, "bld")
+    args = [t.detach() for t in (u, delta, A, B, C, D, z)]
+    state = torch.zeros(batch, dim, n)
+    print(f"selective_state_update batch={batch} dim={dim} N={n} tokens={tokens}")
+    with torch.inference_mode():
+        for backend in [b for b in ss.available_backends() if b != "cuda"]:
+
+            def step(_b=backend):
+                ss.selective_state_update(state, *args, backend=_b)
+
+            med, low, cpu = timed(step, repeats, max(repeats // 10, 10), "cpu")
+            print(
+                f"  {backend:<18} {med * 1e3:8.1f} us (min {low * 1e3:7.1f}, cpu {cpu * 1e3:7.1f})",
+                flush=True,
+            )
+
+
 _PROBE = """
 import time, sys
 t0 = time.perf_counter()
@@ -144,6 +164,9 @@ def main() -> None:
         help="memory layout of u, delta, z (bld: channels last)",
     )
     parser.add_argument("--compile-times", action="store_true")
+    parser.add_argument(
+        "--state-update", action="store_true", help="also time selective_state_update (batch 10, 3 tokens)"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -189,6 +212,8 @@ def main() -> None:
                 args.warmup,
                 "cuda",
             )
+    if args.state_update:
+        bench_state_update(10, args.dim, args.state, 3, repeats=2000)
     if args.compile_times:
         print("compile / load times (fresh processes):")
         compile_times()

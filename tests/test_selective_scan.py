@@ -241,6 +241,75 @@ def test_state_update_and_conv_update_step_through_the_sequence(backend):
     torch.testing.assert_close(ssm_state, last, rtol=1e-4, atol=1e-5)
 
 
+FUSED_IMPLS = IMPLS[1:]  # "c", "numba"
+
+
+def _model_views(u, delta, B, C, z):
+    """The layouts DecisionMambaMixer.step passes: u, delta, z (batch, dim, n) as transposed views of
+    (batch, n, dim) tensors (u and z chunks of one in_proj output), B and C (batch, N, n) views of one
+    (batch, n, 2N) tensor."""
+    u_view, z_view = torch.cat([u.transpose(1, 2), z.transpose(1, 2)], dim=-1).transpose(1, 2).chunk(2, dim=1)
+    B_view, C_view = torch.cat([B.transpose(1, 2), C.transpose(1, 2)], dim=-1).transpose(1, 2).chunk(2, dim=1)
+    return u_view, _channels_last(delta), B_view, C_view, z_view
+
+
+@pytest.mark.parametrize("impl", FUSED_IMPLS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("n", [1, 2, 3])
+@pytest.mark.parametrize("state_size", [16, 5])  # 16: float32's specialised kernel; dim 35: blocks + rows
+def test_fused_state_update_continues_a_scan(monkeypatch, impl, dtype, n, state_size):
+    """n new tokens from the state of a previous scan, through the fused CPU kernel: the same y and state
+    as the torch update, and as the last n columns and final state of one scan over the whole history."""
+    monkeypatch.setenv(ss._FUSED_IMPL_ENV, impl)
+    prefix = 6
+    u, delta, A, B, C, D, z = make_inputs(3, 35, prefix + n, state_size, dtype=dtype, seed=10 + n)
+    y_all, last_all = ss.selective_scan(u, delta, A, B, C, D, z, return_last_state=True, backend="torch")
+    head = [t[..., :prefix] for t in (u, delta, B, C)]
+    _, state = ss.selective_scan(*head[:2], A, *head[2:], return_last_state=True, backend="torch")
+    new = _model_views(*(t[..., prefix:] for t in (u, delta, B, C, z)))
+    fused_state, torch_state = state.clone(), state.clone()
+    with torch.inference_mode():
+        y = ss.selective_state_update(fused_state, *new[:2], A, *new[2:4], D, new[4], backend="fused_cpu")
+        y_torch = ss._state_update_torch(torch_state, *new[:2], A, *new[2:4], D, new[4])
+    rtol, atol = (1e-10, 1e-12) if dtype == torch.float64 else (1e-4, 1e-5)
+    assert y.dtype == dtype and y.shape == (3, 35, n)
+    torch.testing.assert_close(y, y_torch, rtol=rtol, atol=atol)
+    torch.testing.assert_close(fused_state, torch_state, rtol=rtol, atol=atol)
+    torch.testing.assert_close(y, y_all[..., prefix:], rtol=rtol, atol=atol)
+    torch.testing.assert_close(fused_state, last_all, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("impl", FUSED_IMPLS)
+def test_fused_single_token_update_and_odd_layouts(monkeypatch, impl):
+    """The 2-D (one token) form through the fused kernel, into a non-contiguous state, with float32 inputs
+    on a float64 state: the same as the torch update."""
+    monkeypatch.setenv(ss._FUSED_IMPL_ENV, impl)
+    u, delta, A, B, C, D, z = make_inputs(2, 20, 1, 16, dtype=torch.float32, seed=11)
+    start = torch.randn(2, 16, 20, dtype=torch.float64).transpose(1, 2)  # (batch, dim, N), not contiguous
+    fused_state, torch_state = start.clone(), start.clone()
+    step = [t[..., 0] for t in (u, delta, B, C, z)]
+    with torch.inference_mode():
+        y = ss.selective_state_update(fused_state, *step[:2], A, *step[2:4], D, step[4], backend="fused_cpu")
+        y_torch = ss.selective_state_update(
+            torch_state, *step[:2], A, *step[2:4], D, step[4], backend="torch"
+        )
+    assert y.shape == (2, 20) and y.dtype == torch.float32
+    assert not fused_state.is_contiguous()
+    torch.testing.assert_close(y, y_torch, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fused_state, torch_state, rtol=1e-12, atol=1e-12)
+
+
+def test_state_update_with_gradients_takes_the_differentiable_path():
+    """Outside inference mode, inputs that require grad go through torch: y keeps its autograd graph."""
+    if ss._fused_impl() is None:
+        pytest.skip("fused_cpu unavailable")
+    u, delta, A, B, C, D, z = make_inputs(2, 4, 2, 8, dtype=torch.float32, seed=12)
+    u.requires_grad_()
+    y = ss.selective_state_update(torch.zeros(2, 4, 8), u, delta, A, B, C, D, z, backend="fused_cpu")
+    y.sum().backward()
+    assert u.grad is not None and u.grad.abs().sum() > 0
+
+
 def test_causal_conv1d_is_causal_and_matches_definition():
     x = torch.randn(2, 3, 8, dtype=torch.float64)
     w = torch.randn(3, 4, dtype=torch.float64)

@@ -359,6 +359,31 @@ class AtariStateEncoder(nn.Module):
         return torch.tanh(self.linear(features)).reshape(*leading, -1)
 
 
+def masked_action_loss(
+    preds: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor, discrete: bool = False
+) -> torch.Tensor:
+    """Mean loss over the real (unpadded) steps: MSE for continuous actions, cross-entropy on logits for
+    discrete ones. Shared with the Decision Transformer baseline so both train on the same objective."""
+    real = attention_mask > 0
+    if discrete:
+        return F.cross_entropy(preds[real].float(), labels.reshape(real.shape)[real].long())
+    return F.mse_loss(preds[real].float(), labels[real].float())
+
+
+def weight_decay_param_groups(
+    model: nn.Module, weight_decay: float, weight_types: tuple[type, ...] = (nn.Linear, nn.Conv1d, nn.Conv2d)
+) -> list[dict]:
+    """AdamW groups: decay only the weights of `weight_types` layers; never `A_log`, `D`, norms, biases or
+    embeddings (the recipe of DT and Mamba)."""
+    decay, no_decay = [], []
+    for module in model.modules():
+        for name, param in module.named_parameters(recurse=False):
+            if param.requires_grad:
+                is_weight = name == "weight" and isinstance(module, weight_types)
+                (decay if is_weight else no_decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
 # ----------------------------------------------------------------------------------------------------------
 # The model
 # ----------------------------------------------------------------------------------------------------------
@@ -548,13 +573,6 @@ class DecisionMambaModel(DecisionMambaPreTrainedModel):
             preds = torch.tanh(preds)
         return preds
 
-    def _loss(self, preds: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Masked MSE over real steps (continuous) or cross-entropy over real steps (discrete)."""
-        real = mask > 0
-        if self.config.is_discrete:
-            return F.cross_entropy(preds[real].float(), labels.reshape(real.shape)[real].long())
-        return F.mse_loss(preds[real].float(), labels[real].to(preds.dtype).float())
-
     # -- forward -----------------------------------------------------------------------------------------
 
     def forward(
@@ -603,7 +621,11 @@ class DecisionMambaModel(DecisionMambaPreTrainedModel):
         hidden = self.norm_f(hidden.to(self.norm_f.weight.dtype))
         step_hidden = hidden.reshape(batch, steps, tokens_per_step, -1)[:, :, self.action_token]
         action_preds = self._predict_actions(step_hidden)
-        loss = self._loss(action_preds, labels, attention_mask) if labels is not None else None
+        loss = (
+            None
+            if labels is None
+            else masked_action_loss(action_preds, labels, attention_mask, self.config.is_discrete)
+        )
         output = DecisionMambaOutput(
             loss=loss,
             action_preds=action_preds,
@@ -668,16 +690,8 @@ class DecisionMambaModel(DecisionMambaPreTrainedModel):
     # -- training helpers ---------------------------------------------------------------------------------
 
     def get_optimizer_param_groups(self, weight_decay: float) -> list[dict]:
-        """AdamW groups: decay only the weights of linear and conv layers; never `A_log`, `D`, norms, biases,
-        embeddings (DT's and Mamba's recipe)."""
-        decay, no_decay = [], []
-        for module in self.modules():
-            for name, param in module.named_parameters(recurse=False):
-                if not param.requires_grad:
-                    continue
-                is_weight = name == "weight" and isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d))
-                (decay if is_weight else no_decay).append(param)
-        return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        """AdamW groups with decay on linear and conv weights only (see `weight_decay_param_groups`)."""
+        return weight_decay_param_groups(self, weight_decay)
 
     def policy(self, mode: str = "window", **kwargs):
         """A [`DecisionMambaPolicy`] acting with this model (`mode="window"` or `"recurrent"`)."""
@@ -686,4 +700,11 @@ class DecisionMambaModel(DecisionMambaPreTrainedModel):
         return DecisionMambaPolicy(self, mode=mode, **kwargs)
 
 
-__all__ = ["DecisionMambaModel", "DecisionMambaPreTrainedModel", "DecisionMambaOutput", "DecisionMambaCache"]
+__all__ = [
+    "DecisionMambaCache",
+    "DecisionMambaModel",
+    "DecisionMambaOutput",
+    "DecisionMambaPreTrainedModel",
+    "masked_action_loss",
+    "weight_decay_param_groups",
+]

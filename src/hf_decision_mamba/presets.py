@@ -236,6 +236,19 @@ PRESETS: dict[str, dict] = {
 }
 
 
+DEFAULT_TARGET_RETURNS: dict[str, float] = {
+    "Hopper-v5": 3600.0,
+    "HalfCheetah-v5": 12000.0,
+    "Walker2d-v5": 5000.0,
+    "ALE/Breakout-v5": 90.0,
+    "ALE/Qbert-v5": 14000.0,
+    "ALE/Pong-v5": 20.0,
+    "ALE/Seaquest-v5": 1150.0,
+}
+"""The return DT and DMamba condition on per environment (keyed by the id evaluation runs in); a preset trained
+in another environment than its own `env_id` takes its target from here (else from the data's best return)."""
+
+
 def get_preset(name: str) -> dict:
     """Return a deep copy of preset `name`; a `ValueError` lists the known names otherwise."""
     if name not in PRESETS:

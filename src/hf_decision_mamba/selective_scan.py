@@ -20,6 +20,8 @@ Notes for callers:
   numba / no-OpenMP fallbacks run on one thread unless ``HF_DECISION_MAMBA_THREADS`` says otherwise.
 * ``last_state`` is differentiable on the ``fused_cpu`` and ``torch`` paths; mamba_ssm's CUDA kernel ignores
   its gradient. The backward of ``fused_cpu`` is not itself differentiable (no double backward).
+* ``selective_state_update`` (recurrent acting, inference only) runs on CPU as one call of the fused forward
+  started from the given state, which it overwrites in place; with gradients needed it falls back to torch.
 * Environment: ``HF_DECISION_MAMBA_FUSED_IMPL`` = ``c`` | ``numba`` forces one fused implementation;
   ``HF_DECISION_MAMBA_THREADS`` sets the fused scan's thread count; ``HF_DECISION_MAMBA_CACHE`` moves the
   compiled-kernel cache; ``CC`` picks the compiler.
@@ -141,10 +143,12 @@ int ssm_has_openmp(void) {
 
 # $T is the C type, $S the suffix. The (batch, D, L) tensors u, dl, z, out, dout, du, ddl, dz may have any
 # strides: each comes with a stride triple (batch, channel, time) in the array S. A: (D, N) and AT, dAT:
-# (N, D); Bt, Ct, dBt, dCt: (batch, L, N) (time-major); Dv, dD: (D,); last, dlast: (batch, D, N); all
-# contiguous. Rows i0..i1 of the flattened (batch*D) index are processed: aligned groups of W channels of
-# one batch element go through the "block" kernels, which put the W channels in SIMD lanes (no horizontal
-# sums in the time loop); leftover rows go through the "row" kernels, which vectorise over N.
+# (N, D); Bt, Ct, dBt, dCt: (batch, L, N) (time-major); Dv, dD: (D,); h0, last, dlast: (batch, D, N); all
+# contiguous. The forward starts from h0 (NULL: zeros); last may alias h0 (each row reads its h0 before it
+# writes its last), so neither is restrict. Rows i0..i1 of the flattened (batch*D) index are processed:
+# aligned groups of W channels of one batch element go through the "block" kernels, which put the W channels
+# in SIMD lanes (no horizontal sums in the time loop); leftover rows go through the "row" kernels, which
+# vectorise over N.
 # dAT, dBt, dCt, dD are private to the calling chunk (+=), so there are no races.
 _C_BODY = r"""
 /* strides of tensor k in S: S[3k] batch, S[3k + 1] channel, S[3k + 2] time */
@@ -157,7 +161,7 @@ _C_BODY = r"""
 
 INLINE void fwd_row_$S(const $T* restrict u, const $T* restrict dl, const $T* restrict A,
                        const $T* restrict Bt, const $T* restrict Ct, const $T* restrict Dv,
-                       const $T* restrict z, $T* restrict out, $T* restrict last, const long* S,
+                       const $T* restrict z, const $T* h0, $T* restrict out, $T* last, const long* S,
                        long i, long D, long L, const long N) {
     $T h[N];
     const long b = i / D, d = i - (i / D) * D;
@@ -169,7 +173,7 @@ INLINE void fwd_row_$S(const $T* restrict u, const $T* restrict dl, const $T* re
     $T* restrict oi = ROW(out, 3, b, d);
     const long us = TS(0), ds = TS(1), os = TS(3);
     const $T Dd = Dv ? Dv[d] : ($T)0;
-    for (long n = 0; n < N; ++n) h[n] = 0;
+    for (long n = 0; n < N; ++n) h[n] = h0 ? h0[i * N + n] : ($T)0;
     for (long t = 0; t < L; ++t) {
         const $T dt = di[t * ds], ut = ui[t * us], x = dt * ut;
         const $T* restrict Bp = Bb + t * N;
@@ -308,8 +312,8 @@ INLINE void store_tile_$S($T* restrict dst, const $T* restrict tile, long cs, lo
 /* work: 4 * L * W */
 INLINE void fwd_block_$S(const $T* restrict u, const $T* restrict dl, const $T* restrict AT,
                          const $T* restrict Bt, const $T* restrict Ct, const $T* restrict Dv,
-                         const $T* restrict z, $T* restrict out, $T* restrict last, $T* restrict work,
-                         const long* S, long b, long d0, long D, long L, const long N) {
+                         const $T* restrict z, const $T* h0, $T* restrict out, $T* last,
+                         $T* restrict work, const long* S, long b, long d0, long D, long L, const long N) {
     $T* restrict ut = work;
     $T* restrict dt = work + L * W;
     $T* restrict yt = work + 2 * L * W;
@@ -320,7 +324,11 @@ INLINE void fwd_block_$S(const $T* restrict u, const $T* restrict dl, const $T* 
     LOAD(ut, u, 0);
     LOAD(dt, dl, 1);
     $T h[N * W], Dd[W];
-    for (long k = 0; k < N * W; ++k) h[k] = 0;
+    if (h0)
+        for (long l = 0; l < W; ++l)
+            for (long n = 0; n < N; ++n) h[n * W + l] = h0[(i0 + l) * N + n];
+    else
+        for (long k = 0; k < N * W; ++k) h[k] = 0;
     for (long l = 0; l < W; ++l) Dd[l] = Dv ? Dv[d0 + l] : ($T)0;
     for (long t = 0; t < L; ++t) {
         const $T* restrict ur = ut + t * W;
@@ -476,32 +484,53 @@ INLINE int is_block_$S(long i, long i1, long D) {
 }
 
 INLINE void fwd_rows_$S(const $T* u, const $T* dl, const $T* A, const $T* AT, const $T* Bt, const $T* Ct,
-                        const $T* Dv, const $T* z, $T* out, $T* last, $T* work, const long* S, long i0,
-                        long i1, long D, long L, const long N) {
+                        const $T* Dv, const $T* z, const $T* h0, $T* out, $T* last, $T* work,
+                        const long* S, long i0, long i1, long D, long L, const long N) {
     long i = i0;
     while (i < i1) {
         if (is_block_$S(i, i1, D)) {
-            fwd_block_$S(u, dl, AT, Bt, Ct, Dv, z, out, last, work, S, i / D, i % D, D, L, N);
+            fwd_block_$S(u, dl, AT, Bt, Ct, Dv, z, h0, out, last, work, S, i / D, i % D, D, L, N);
             i += W;
         } else {
-            fwd_row_$S(u, dl, A, Bt, Ct, Dv, z, out, last, S, i, D, L, N);
+            fwd_row_$S(u, dl, A, Bt, Ct, Dv, z, h0, out, last, S, i, D, L, N);
             i += 1;
         }
     }
 }
 
+/* rows i0..i1 from h0 (NULL: zeros); float32 gets N == 16 as a constant (Mamba's default d_state: the
+   states stay in registers) */
+#if $SPECIALISE
+#define FWD_ROWS(H0)                                                                                   \
+    (N == 16 ? fwd_rows_$S(u, dl, A, AT, Bt, Ct, Dv, z, H0, out, last, work, S, i0, i1, D, L, 16) \
+             : fwd_rows_$S(u, dl, A, AT, Bt, Ct, Dv, z, H0, out, last, work, S, i0, i1, D, L, N))
+#else
+#define FWD_ROWS(H0) fwd_rows_$S(u, dl, A, AT, Bt, Ct, Dv, z, H0, out, last, work, S, i0, i1, D, L, N)
+#endif
+
+/* the forward from a given state (recurrent steps), out of line: inlined next to the h0 == NULL code, it
+   made the training forward ~4% slower */
+static __attribute__((noinline)) void fwd_from_$S(const $T* u, const $T* dl, const $T* A, const $T* AT,
+                                                  const $T* Bt, const $T* Ct, const $T* Dv, const $T* z,
+                                                  const $T* h0, $T* out, $T* last, $T* work, const long* S,
+                                                  long i0, long i1, long D, long L, long N) {
+    FWD_ROWS(h0);
+}
+
 static int fwd_range_$S(const $T* u, const $T* dl, const $T* A, const $T* AT, const $T* Bt, const $T* Ct,
-                        const $T* Dv, const $T* z, $T* out, $T* last, const long* S, long i0, long i1,
-                        long D, long L, long N) {
+                        const $T* Dv, const $T* z, const $T* h0, $T* out, $T* last, const long* S, long i0,
+                        long i1, long D, long L, long N) {
     $T* work = ($T*)malloc((size_t)(4 * L * W) * sizeof($T));
     if (!work) return 1;
-#if $SPECIALISE
-    if (N == 16) fwd_rows_$S(u, dl, A, AT, Bt, Ct, Dv, z, out, last, work, S, i0, i1, D, L, 16); else
-#endif
-    fwd_rows_$S(u, dl, A, AT, Bt, Ct, Dv, z, out, last, work, S, i0, i1, D, L, N);
+    if (h0)
+        fwd_from_$S(u, dl, A, AT, Bt, Ct, Dv, z, h0, out, last, work, S, i0, i1, D, L, N);
+    else
+        FWD_ROWS(NULL);
     free(work);
     return 0;
 }
+
+#undef FWD_ROWS
 
 /* add the lane accumulators of batch element b into dBt / dCt and clear them */
 INLINE void flush_lanes_$S($T* restrict dBl, $T* restrict dCl, $T* restrict dBt, $T* restrict dCt,
@@ -571,16 +600,17 @@ static int bwd_range_$S(const $T* u, const $T* dl, const $T* A, const $T* AT, co
    OpenMP pool (torch's own, when torch loaded libgomp first), else the caller runs one chunk per call.
    The backward's partial sums for chunk k live at dAT + k * N * D, dBt/dCt + k * B * L * N, dD + k * D. */
 int ssm_fwd_$S(const $T* u, const $T* dl, const $T* A, const $T* AT, const $T* Bt, const $T* Ct,
-               const $T* Dv, const $T* z, $T* out, $T* last, const long* S, const long* bounds,
-               long nchunks, long D, long L, long N) {
+               const $T* Dv, const $T* z, const $T* h0, $T* out, $T* last, const long* S,
+               const long* bounds, long nchunks, long D, long L, long N) {
     if (nchunks == 1) /* no OpenMP call at all: safe in a forked child */
-        return fwd_range_$S(u, dl, A, AT, Bt, Ct, Dv, z, out, last, S, bounds[0], bounds[1], D, L, N);
+        return fwd_range_$S(u, dl, A, AT, Bt, Ct, Dv, z, h0, out, last, S, bounds[0], bounds[1], D, L, N);
     int err = 0;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(nchunks) schedule(static, 1) reduction(| : err)
 #endif
     for (long k = 0; k < nchunks; ++k)
-        err |= fwd_range_$S(u, dl, A, AT, Bt, Ct, Dv, z, out, last, S, bounds[k], bounds[k + 1], D, L, N);
+        err |= fwd_range_$S(u, dl, A, AT, Bt, Ct, Dv, z, h0, out, last, S, bounds[k], bounds[k + 1], D, L,
+                            N);
     return err;
 }
 
@@ -711,7 +741,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     vp, lg = ctypes.c_void_p, ctypes.c_long
     for sfx in ("f32", "f64"):
         fwd = getattr(lib, f"ssm_fwd_{sfx}")
-        fwd.argtypes = [vp] * 12 + [lg] * 4
+        fwd.argtypes = [vp] * 13 + [lg] * 4
         fwd.restype = ctypes.c_int
         bwd = getattr(lib, f"ssm_bwd_{sfx}")
         bwd.argtypes = [vp] * 19 + [lg] * 5
@@ -769,7 +799,9 @@ def _load_c_lib() -> ctypes.CDLL | None:
         return None
 
 
-def _nb_fwd(u, dl, A, Bt, Ct, Dv, z, out, last, has_d, has_z, has_last, i0, i1):  # pragma: no cover
+def _nb_fwd(  # pragma: no cover - numba
+    u, dl, A, Bt, Ct, Dv, z, h0, out, last, has_d, has_z, has_h0, has_last, i0, i1
+):
     """numba twin of ssm_fwd (same layouts, 3-d arrays; absent optional arrays are dummies + a flag)."""
     D = u.shape[1]
     L = u.shape[2]
@@ -779,7 +811,7 @@ def _nb_fwd(u, dl, A, Bt, Ct, Dv, z, out, last, has_d, has_z, has_last, i0, i1):
         b = i // D
         d = i - b * D
         for n in range(N):
-            h[n] = 0.0
+            h[n] = h0[b, d, n] if has_h0 else 0.0
         for t in range(L):
             dt = dl[b, d, t]
             x = dt * u[b, d, t]
@@ -921,6 +953,7 @@ def _get_pool(workers: int) -> ThreadPoolExecutor:
 
 
 _LANES = 16  # W in the C source: chunk boundaries stay on multiples of it
+_WORK_PER_THREAD = 500_000  # at least this many state updates (rows * L * N) per extra thread
 _CPUS: int | None = None
 
 
@@ -941,6 +974,8 @@ def _num_chunks(rows: int, work: int, impl: str) -> int:
     would compete with torch's OpenMP workers, which spin for milliseconds after every parallel op: on a
     2-core machine that made 2 threads slower than 1, so they default to 1. $HF_DECISION_MAMBA_THREADS
     overrides both (e.g. with OMP_WAIT_POLICY=PASSIVE). Small problems always get fewer threads."""
+    if work < 2 * _WORK_PER_THREAD:  # one thread whatever the settings (the recurrent steps' fast path)
+        return 1
     forced = os.environ.get(_THREADS_ENV)
     if forced:
         threads = int(forced)
@@ -948,7 +983,7 @@ def _num_chunks(rows: int, work: int, impl: str) -> int:
         threads = min(torch.get_num_threads(), _usable_cpus())
     else:
         threads = 1
-    return max(1, min(threads, rows // _LANES or 1, work // 500_000))
+    return max(1, min(threads, rows // _LANES or 1, work // _WORK_PER_THREAD))
 
 
 def _chunk_bounds(rows: int, work: int, impl: str) -> list[int]:
@@ -1015,29 +1050,29 @@ def _strides(*tensors: torch.Tensor | None):
     return (ctypes.c_long * len(flat))(*flat)
 
 
-def _fused_forward(impl, u, delta, A, Bt, Ct, D, z, want_last):
-    """Run the fused forward (u, delta, z any strides, one dtype); returns out and last (or None)."""
+def _fused_forward(impl, u, delta, A, Bt, Ct, D, z, last, h0=None):
+    """Run the fused forward (u, delta, z any strides, one dtype) from h0 (None: zeros), writing the final
+    state into last (None: not wanted; may be h0 itself; both contiguous (batch, dim, N)); returns out."""
     batch, dim, L = u.shape
     N = A.shape[1]
-    last = torch.empty(batch, dim, N, dtype=u.dtype) if want_last else None
     rows = batch * dim
     bounds = _chunk_bounds(rows, rows * L * N, impl)
     if impl == "c":
         out = _empty_as(z if z is not None else u)
         fn = getattr(_c_lib, "ssm_fwd_f64" if u.dtype == torch.float64 else "ssm_fwd_f32")
         At = A.t().contiguous()  # kept alive until the kernel returns
-        ptrs = [_ptr(t) for t in (u, delta, A, At, Bt, Ct, D, z, out, last)]
+        ptrs = [_ptr(t) for t in (u, delta, A, At, Bt, Ct, D, z, h0, out, last)]
         S = _strides(u, delta, z, out)
         _run_c(lambda b, n, k: fn(*ptrs, S, b, n, dim, L, N), bounds)
-        return out, last
+        return out
     u, delta = u.contiguous(), delta.contiguous()
     z = z.contiguous() if z is not None else None
     out = torch.empty_like(u, memory_format=torch.contiguous_format)
     arrays = [_as_numpy(t, u) for t in (u, delta)] + [_as_numpy(t, A) for t in (A, Bt, Ct)]
-    arrays += [_as_numpy(D, A[0]), _as_numpy(z, u), _as_numpy(out, u), _as_numpy(last, u)]
-    flags = (D is not None, z is not None, last is not None)
+    arrays += [_as_numpy(D, A[0])] + [_as_numpy(t, u) for t in (z, h0, out, last)]
+    flags = (D is not None, z is not None, h0 is not None, last is not None)
     _run_chunks(_nb_kernels[0], lambda k, lo, hi: (*arrays, *flags, lo, hi), bounds)
-    return out, last
+    return out
 
 
 def _fused_backward(impl, u, delta, A, Bt, Ct, D, z, dout, dlast):
@@ -1105,7 +1140,8 @@ class _FusedScanFn(torch.autograd.Function):
         Bt = B.detach().to(dtype).transpose(1, 2).contiguous()
         Ct = C.detach().to(dtype).transpose(1, 2).contiguous()
         Dc = D.detach().to(dtype).contiguous() if D is not None else None
-        out, last = _fused_forward(impl, uc, dc, Ac, Bt, Ct, Dc, zc, want_last)
+        last = uc.new_empty(uc.shape[0], uc.shape[1], Ac.shape[1]) if want_last else None
+        out = _fused_forward(impl, uc, dc, Ac, Bt, Ct, Dc, zc, last)
         ctx.save_for_backward(uc, dc, Ac, Bt, Ct, Dc, zc)
         ctx.impl = impl
         ctx.dtypes = tuple(t.dtype if t is not None else None for t in (u, delta, A, B, C, D, z))
@@ -1298,14 +1334,45 @@ def selective_state_update(
     """Recurrent steps from `state` (batch, dim, N), updated IN PLACE; returns y in u's dtype.
 
     One step: u, delta, z (batch, dim), B, C (batch, N). A few steps at once (the tokens of one timestep):
-    u, delta, z (batch, dim, n), B, C (batch, N, n). Same maths as the matching columns of selective_scan."""
+    u, delta, z (batch, dim, n), B, C (batch, N, n). Same maths as the matching columns of selective_scan.
+    Inference only (the model calls it under torch.inference_mode): the CUDA and fused CPU kernels have no
+    backward; with gradients enabled and an input requiring them, the torch path runs instead."""
+    name = resolve_backend(backend, state)
     if u.dim() == 3:
-        return _state_update_torch(state, u, delta, A, B, C, D, z)
-    kernels = _load_cuda_kernels() if resolve_backend(backend, state) == "cuda" else {}
+        return _state_update_steps(name, state, u, delta, A, B, C, D, z)
+    kernels = _load_cuda_kernels() if name == "cuda" else {}
     if "state_update" in kernels:
         return kernels["state_update"](state, u, delta, A, B, C, D=D, z=z, dt_bias=None, dt_softplus=False)
     last = lambda t: None if t is None else t[..., None]  # noqa: E731
-    return _state_update_torch(state, *map(last, (u, delta)), A, *map(last, (B, C)), D, last(z))[..., 0]
+    return _state_update_steps(name, state, *map(last, (u, delta)), A, *map(last, (B, C)), D, last(z))[..., 0]
+
+
+def _state_update_steps(name, state, u, delta, A, B, C, D, z) -> torch.Tensor:
+    """The n-token update on the resolved backend `name`: the fused CPU kernel when it applies, else torch."""
+    fused = name == "fused_cpu" and state.dtype in (torch.float32, torch.float64)
+    if fused and torch.is_grad_enabled():  # the fused kernel has no autograd here: keep gradients right
+        fused = not any(t is not None and t.requires_grad for t in (state, u, delta, A, B, C, D, z))
+    update = _state_update_fused if fused else _state_update_torch
+    return update(state, u, delta, A, B, C, D, z)
+
+
+def _state_update_fused(state, u, delta, A, B, C, D, z) -> torch.Tensor:
+    """`selective_state_update` over n tokens in one fused CPU call: the scan from h0 = state, its final
+    state written straight into `state` (through a contiguous copy when state is not contiguous)."""
+    dtype, out_dtype = state.dtype, u.dtype
+    h = state if state.is_contiguous() else state.contiguous()
+    Bt, Ct = (_cast(t, dtype).transpose(1, 2).contiguous() for t in (B, C))
+    A, D = (_cast(t, dtype).contiguous() if t is not None else None for t in (A, D))
+    u, delta, z = (_cast(t, dtype) for t in (u, delta, z))
+    y = _fused_forward(_fused_impl(), u, delta, A, Bt, Ct, D, z, h, h)
+    if h is not state:
+        state.copy_(h)
+    return _cast(y, out_dtype)
+
+
+def _cast(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """t in dtype; skips the call when it already is (a no-op .to costs more than the check)."""
+    return t if t is None or t.dtype == dtype else t.to(dtype)
 
 
 def _state_update_torch(state, u, delta, A, B, C, D, z) -> torch.Tensor:

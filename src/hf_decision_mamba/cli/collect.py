@@ -41,6 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--model", help="model: path or Hub id of a saved model")
     parser.add_argument("--max-episode-steps", type=int, help="override the env's time limit")
+    atari = parser.add_argument_group("Atari protocol (ALE games only)")
+    atari.add_argument(
+        "--repeat-action-probability", type=float, help="sticky actions (default 0.25; DT's protocol: 0)"
+    )
+    atari.add_argument(
+        "--full-action-space", action="store_true", default=None, help="record in all 18 ALE actions"
+    )
     parser.add_argument("--output", required=True, help="output folder (parquet shards + README.md card)")
     parser.add_argument("--title", help="dataset card title")
     parser.add_argument(
@@ -58,7 +65,15 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("steps", "episodes"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise SystemExit(f"dmamba collect: --{name}={getattr(args, name)}; expected a positive integer.")
-    env = make_env(args.env, args.max_episode_steps)
+    protocol = {
+        name: getattr(args, name)
+        for name in ("repeat_action_probability", "full_action_space")
+        if getattr(args, name) is not None
+    }
+    try:
+        env = make_env(args.env, args.max_episode_steps, **protocol)
+    except ValueError as error:
+        raise SystemExit(f"dmamba collect: {error}") from None
     policy = make_policy(
         args.behaviour,
         args.env,

@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_episode_steps", type=int, help="default: 1000 (MuJoCo), 27000 (Atari)")
     parser.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode")
     parser.add_argument("--device", help="torch device for the model (default: cuda if available)")
+    parser.add_argument(
+        "--torch_threads", type=int, default=1, help="torch intra-op threads while playing (default 1)"
+    )
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     atari = parser.add_argument_group("Atari protocol")
     atari.add_argument("--repeat_action_probability", type=float, help="sticky actions (default 0.25; DT: 0)")
@@ -78,6 +81,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         max_episode_steps=args.max_episode_steps,
         record_video=None if args.no_video else output_dir / VIDEO_NAME,
         progress=not args.no_progress,
+        torch_threads=args.torch_threads,
         **_env_kwargs(args),
     )
     report = {"model": args.model, **report}

@@ -35,26 +35,36 @@ BEHAVIOURS = ("random", "scripted", "model")
 
 
 def is_atari(env_id: str) -> bool:
-    """Whether `env_id` names an ALE game (`ALE/<Game>-v5`)."""
-    return env_id.startswith("ALE/")
+    """Whether `env_id` names an ALE game (`ALE/Breakout-v5`, `breakout`, ...)."""
+    from ..envs import env_family
+
+    try:
+        return env_family(env_id) == "atari"
+    except ValueError:  # any other Gymnasium id
+        return False
 
 
-def make_env(env_id: str, max_episode_steps: int | None = None) -> Any:
-    """A Gymnasium env; ALE games get the standard protocol (frame skip 4, sticky 0.25, 84x84 gray, 4-stack).
+def make_env(env_id: str, max_episode_steps: int | None = None, **atari_protocol: Any) -> Any:
+    """A Gymnasium env; ALE games are built by `hf_decision_mamba.envs.make_env` under the evaluation protocol
+    (frame skip 4, sticky actions 0.25, 84x84 gray, zero-padded 4-frame stacks, up to 30 no-ops), which
+    `atari_protocol` adjusts (e.g. `repeat_action_probability=0.0`, `full_action_space=True`).
 
     `max_episode_steps` counts agent steps (for ALE, after frame skipping).
     """
     import gymnasium as gym
 
     if not is_atari(env_id):
+        if atari_protocol:
+            raise ValueError(
+                f"{sorted(atari_protocol)[0]} is an Atari protocol option but env={env_id!r} is not an ALE game; "
+                "expected an id such as ALE/Breakout-v5."
+            )
         return gym.make(env_id, max_episode_steps=max_episode_steps)
-    import ale_py
-    from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation, TimeLimit
+    from gymnasium.wrappers import TimeLimit
 
-    gym.register_envs(ale_py)
-    env = gym.make(env_id, frameskip=1, repeat_action_probability=0.25)
-    env = AtariPreprocessing(env, frame_skip=4, screen_size=84, grayscale_obs=True, noop_max=30)
-    env = FrameStackObservation(env, 4)
+    from ..envs import make_env as make_protocol_env
+
+    env = make_protocol_env(env_id, **atari_protocol)
     return TimeLimit(env, max_episode_steps) if max_episode_steps else env
 
 

@@ -59,6 +59,7 @@ class EpisodeSpec:
     action_space: str | None = None  # "continuous" | "discrete"
     n_actions: int | None = None
     source: str = "the first episode"
+    env_id: str | None = None  # only named in error messages
 
     @property
     def is_atari(self) -> bool:
@@ -115,11 +116,23 @@ def _check_observation_shape(index: int, observations: np.ndarray, spec: Episode
         spec.state_shape = shape
         spec.source = f"episode {index}"
     elif shape != tuple(spec.state_shape):
-        raise _fail(
-            index, OBSERVATIONS, f"has shape {shape} per step", f"{tuple(spec.state_shape)} ({spec.source})"
-        )
+        expected = f"{tuple(spec.state_shape)} ({spec.source})"
+        if spec.is_atari:
+            expected += ": 84x84 grayscale frames, as the Atari protocol and the atari_cnn encoder use"
+        raise _fail(index, OBSERVATIONS, f"has shape {shape} per step", expected)
     if spec.is_atari and observations.dtype != np.uint8:
         raise _fail(index, OBSERVATIONS, f"are {observations.dtype} frames", "uint8 frames (0-255)")
+
+
+def _action_range(spec: EpisodeSpec) -> str:
+    """`[0, n)`, naming the game whose action set that is when known."""
+    if spec.n_actions is None:
+        return "non-negative indices"
+    game = f" of {spec.env_id}" if spec.env_id else ""
+    return (
+        f"[0, {spec.n_actions}), the {spec.n_actions} actions{game} ({spec.source}); was the data recorded in "
+        "another game or with the full action set?"
+    )
 
 
 def _check_actions(index: int, actions: np.ndarray, spec: EpisodeSpec) -> None:
@@ -133,9 +146,7 @@ def _check_actions(index: int, actions: np.ndarray, spec: EpisodeSpec) -> None:
     if kind == "discrete":
         high = int(actions.max())
         if actions.min() < 0 or (spec.n_actions is not None and high >= spec.n_actions):
-            raise _fail(
-                index, ACTIONS, f"has indices in [{int(actions.min())}, {high}]", f"[0, {spec.n_actions})"
-            )
+            raise _fail(index, ACTIONS, f"has indices in [{int(actions.min())}, {high}]", _action_range(spec))
         return
     width = int(np.prod(actions.shape[1:]))
     if spec.act_dim is None:

@@ -62,7 +62,8 @@ class TrajectoryWindowDataset(torch.utils.data.Dataset):
     """Map-style dataset of trajectory windows (see the module docstring); items are unpadded numpy windows.
 
     Episodes shorter than `context_length` are skipped with a warning in window mode (`short_episodes="skip"`);
-    `"keep"` trains on them left-padded and `"error"` raises. Bad episodes raise a `ValueError` naming them.
+    `"keep"` trains on them left-padded and `"error"` raises. Bad episodes raise a `ValueError` naming them
+    (`env_id` is only used to name the game whose action set out-of-range actions disagree with).
     """
 
     def __init__(
@@ -82,6 +83,7 @@ class TrajectoryWindowDataset(torch.utils.data.Dataset):
         act_dim: int | None = None,
         action_space: str | None = None,
         n_actions: int | None = None,
+        env_id: str | None = None,
         progress: bool = True,
     ):
         if context_length < 1:
@@ -93,7 +95,7 @@ class TrajectoryWindowDataset(torch.utils.data.Dataset):
         self.context_length, self.mode, self.max_ep_len = context_length, mode, max_ep_len
         self.rtg_scale, self.gamma = float(rtg_scale), gamma
         self.spec = EpisodeSpec(
-            _frame_spec(state_shape), act_dim, action_space, n_actions, source="the config"
+            _frame_spec(state_shape), act_dim, action_space, n_actions, source="the config", env_id=env_id
         )
         self._store(episodes, short_episodes, progress)
         self.state_stats = self._state_stats(state_mean, state_std, normalise_states)
@@ -300,6 +302,7 @@ class TrajectoryWindowDataset(torch.utils.data.Dataset):
             act_dim=None if action_space == "discrete" else config.act_dim,
             action_space=action_space,
             n_actions=getattr(config, "n_actions", None),
+            env_id=getattr(config, "env_id", None),
             **kwargs,
         )
         if record:

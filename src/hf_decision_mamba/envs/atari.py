@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 import ale_py
 import gymnasium as gym
+from ale_py import roms
 from ale_py.vector_env import AtariVectorEnv
 from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation
 
@@ -60,10 +62,21 @@ class ProtocolAtariVectorEnv(AtariVectorEnv):
         self.protocol = protocol
 
 
+@functools.cache
+def atari_action_meanings(env_id: str, full_action_space: bool = False) -> tuple[str, ...]:
+    """Names of the actions of `env_id` (its minimal set, or all 18 with `full_action_space`), e.g. NOOP, FIRE."""
+    ale = ale_py.ALEInterface()
+    ale.setLoggerMode(ale_py.LoggerMode.Error)
+    ale.loadROM(roms.get_rom_path(atari_rom(env_id)))
+    actions = ale.getLegalActionSet() if full_action_space else ale.getMinimalActionSet()
+    return tuple(action.name for action in actions)
+
+
 def make_atari_env(env_id: str, protocol: AtariProtocol, render_mode: str | None = None) -> gym.Env:
     """One Atari env with Gymnasium's wrappers: obs (frame_stack, 84, 84) uint8, raw rewards, game-over ends.
 
-    Same protocol as `ProtocolAtariVectorEnv` but a different random stream, so episodes of equal seeds differ.
+    Its frames equal those of `ProtocolAtariVectorEnv` (same pooling, resizing and zero-padded first stack, as
+    in DQN-replay), but its random stream differs, so sticky actions and no-op starts of equal seeds differ.
     """
     env = gym.make(
         env_id,
@@ -83,7 +96,7 @@ def make_atari_env(env_id: str, protocol: AtariProtocol, render_mode: str | None
         grayscale_obs=True,
         scale_obs=False,
     )
-    return FrameStackObservation(env, protocol.frame_stack)
+    return FrameStackObservation(env, protocol.frame_stack, padding_type="zero")
 
 
 def make_atari_vector_env(

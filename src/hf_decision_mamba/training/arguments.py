@@ -131,6 +131,20 @@ class EnvEvaluationArguments:
         default=None, metadata={"help": "Cap on episode length (default: 1000 MuJoCo, 27000 Atari)."}
     )
     record_replay: bool = field(default=True, metadata={"help": "Record replay.mp4 of the final evaluation."})
+    repeat_action_probability: float | None = field(
+        default=None,
+        metadata={"help": "Atari: sticky actions when evaluating (default 0.25; DT's protocol: 0)."},
+    )
+    full_action_space: bool = field(
+        default=False,
+        metadata={"help": "Atari: act in all 18 ALE actions instead of the game's minimal set."},
+    )
+
+    def env_options(self) -> dict[str, Any]:
+        """The environment protocol options that were set (Atari only; a MuJoCo env rejects them by name)."""
+        options = {"repeat_action_probability": self.repeat_action_probability}
+        options["full_action_space"] = self.full_action_space or None
+        return {name: value for name, value in options.items() if value is not None}
 
 
 @dataclass

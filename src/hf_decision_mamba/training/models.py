@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import (
     AutoConfig,
@@ -29,9 +28,10 @@ from transformers.pytorch_utils import Conv1D
 from transformers.utils import ModelOutput
 
 from ..configuration_decision_mamba import DecisionMambaConfig
-from ..envs import make_env
-from ..modeling_decision_mamba import DecisionMambaModel
+from ..envs import make_env, resolve_env_id
+from ..modeling_decision_mamba import DecisionMambaModel, masked_action_loss, weight_decay_param_groups
 from ..policy_decision_mamba import DecisionMambaPolicy
+from ..presets import DEFAULT_TARGET_RETURNS
 from .arguments import ModelArguments, parse_overrides
 
 # Attributes a Decision Transformer config carries on top of its own fields, so that it acts like a Decision Mamba.
@@ -59,27 +59,9 @@ class DecisionTransformerTrainingOutput(ModelOutput):
     attentions: tuple[torch.Tensor, ...] | None = None
 
 
-def masked_action_loss(
-    preds: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None
-) -> torch.Tensor:
-    """Mean squared error over the real (unpadded) steps of the window."""
-    real = (
-        torch.ones(preds.shape[:2], dtype=torch.bool, device=preds.device)
-        if attention_mask is None
-        else attention_mask > 0
-    )
-    return F.mse_loss(preds[real].float(), labels[real].float())
-
-
 def decay_param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """AdamW groups that decay only linear/conv weights (GPT-2's `Conv1D` included); never norms, biases, embeddings."""
-    weights = (nn.Linear, nn.Conv1d, nn.Conv2d, Conv1D)
-    decay, no_decay = [], []
-    for module in model.modules():
-        for name, param in module.named_parameters(recurse=False):
-            if param.requires_grad:
-                (decay if name == "weight" and isinstance(module, weights) else no_decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return weight_decay_param_groups(model, weight_decay, (nn.Linear, nn.Conv1d, nn.Conv2d, Conv1D))
 
 
 class DecisionTransformerForTraining(DecisionTransformerModel):
@@ -111,7 +93,8 @@ class DecisionTransformerForTraining(DecisionTransformerModel):
             output_attentions=output_attentions,
             return_dict=True,
         )
-        loss = None if labels is None else masked_action_loss(output.action_preds, labels, attention_mask)
+        mask = torch.ones_like(labels[..., 0]) if attention_mask is None else attention_mask
+        loss = None if labels is None else masked_action_loss(output.action_preds, labels, mask)
         result = DecisionTransformerTrainingOutput(loss=loss, **output)
         return result if return_dict is not False else result.to_tuple()
 
@@ -150,9 +133,9 @@ def _checked_overrides(text: str | None) -> dict[str, Any]:
     return overrides
 
 
-def env_config_fields(env_id: str) -> dict[str, Any]:
-    """`env_id` and the state/action sizes of its environment, read from the environment's spaces."""
-    env = make_env(env_id)
+def env_config_fields(env_id: str, env_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`env_id` and the state/action sizes of its environment (under `env_options`), read from its spaces."""
+    env = make_env(env_id, **(env_options or {}))
     try:
         observation, action = env.observation_space, env.action_space
     finally:
@@ -171,8 +154,20 @@ def _check_preset_fits(preset: str, config: DecisionMambaConfig, env_fields: dic
         )
 
 
-def build_config(args: ModelArguments, env_id: str | None) -> PreTrainedConfig:
-    """The config to train: the preset with `config_overrides`, sized to `env_id`'s spaces (or a saved config)."""
+def _target_for(config: DecisionMambaConfig, env_id: str) -> dict[str, Any]:
+    """A preset used in another environment than its own conditions on that environment's usual target (or,
+    with none known, on the data's best return)."""
+    if not config.env_id or resolve_env_id(config.env_id) == resolve_env_id(env_id):
+        return {}
+    return {"target_return": DEFAULT_TARGET_RETURNS.get(resolve_env_id(env_id))}
+
+
+def build_config(
+    args: ModelArguments, env_id: str | None, env_options: dict[str, Any] | None = None
+) -> PreTrainedConfig:
+    """The config to train: the preset with `config_overrides`, sized to `env_id`'s spaces (or a saved config).
+
+    `env_options` are the environment's protocol options (e.g. `full_action_space=True` gives 18 actions)."""
     overrides = _checked_overrides(args.config_overrides)
     if args.model_name_or_path:
         config = AutoConfig.from_pretrained(args.model_name_or_path)
@@ -181,9 +176,10 @@ def build_config(args: ModelArguments, env_id: str | None) -> PreTrainedConfig:
         return config
     base = DecisionMambaConfig.from_preset(args.preset, **overrides)
     if env_id is not None:
-        env_fields = env_config_fields(env_id)
+        env_fields = env_config_fields(env_id, env_options)
         _check_preset_fits(args.preset, base, env_fields)
-        base = DecisionMambaConfig.from_preset(args.preset, **{**env_fields, **overrides})
+        fields = {**_target_for(base, env_id), **env_fields, **overrides}
+        base = DecisionMambaConfig.from_preset(args.preset, **fields)
     if args.model_type == "decision_transformer":
         return decision_transformer_config(base, args)
     return base
