@@ -42,12 +42,16 @@ class MLPPolicy:
         return out.argmax(-1).numpy() if self.discrete else torch.tanh(out).numpy()
 
 
-def model_policy(env_id: str, mode: str):
-    """A randomly initialised DecisionMambaModel of the task's preset, or None if the package has none."""
+def model_policy(env_id: str, mode: str, path: str | None = None):
+    """A saved model (`path`, e.g. the quick start's output) or a randomly initialised DecisionMambaModel of
+    the task's preset; None if the package has none."""
     try:
         from hf_decision_mamba import DecisionMambaConfig, DecisionMambaModel
     except ImportError:
         return None
+    if path is not None:
+        model = DecisionMambaModel.from_pretrained(path).eval()
+        return model.policy(mode=mode, target_return=TASKS[env_id])
     if env_id.startswith("ALE/"):
         config = DecisionMambaConfig.from_preset("dmamba-atari", n_actions=4, env_id=env_id)
     else:
@@ -79,9 +83,11 @@ def time_evaluation(policy, env_id: str, episodes: int, num_envs: int, max_steps
     }
 
 
-def benchmark(env_id: str, kind: str, mode: str, episodes: int, max_steps: int | None) -> dict:
+def benchmark(
+    env_id: str, kind: str, mode: str, episodes: int, max_steps: int | None, path: str | None = None
+) -> dict:
     """Parallel vs sequential for one task; checks both played the same episodes."""
-    policy = (model_policy(env_id, mode) if kind == "model" else None) or mlp_policy(env_id)
+    policy = (model_policy(env_id, mode, path) if kind == "model" else None) or mlp_policy(env_id)
     kind = "mlp" if isinstance(policy, MLPPolicy) else "model"
     time_evaluation(policy, env_id, 1, 1, 5)  # warm-up (lazy imports, kernels, JIT)
     parallel = time_evaluation(policy, env_id, episodes, episodes, max_steps)
@@ -107,14 +113,16 @@ def main(argv: list[str] | None = None) -> int:
         "--atari_max_steps", type=int, default=500, help="caps untrained policies that never fire"
     )
     parser.add_argument(
-        "--torch_threads", type=int, default=1, help="torch intra-op threads (the machine has 2)"
+        "--torch_threads", type=int, default=None, help="torch intra-op threads (default: torch's own)"
     )
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--model", default=None, help="a saved checkpoint to evaluate (one task only)")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.torch_threads)
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     for env_id in args.tasks:
         max_steps = args.atari_max_steps if env_id.startswith("ALE/") else args.mujoco_max_steps
-        row = benchmark(env_id, args.policy, args.mode, args.episodes, max_steps)
+        row = benchmark(env_id, args.policy, args.mode, args.episodes, max_steps, args.model)
         print(json.dumps(row), flush=True)
     return 0
 

@@ -32,7 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode")
     parser.add_argument("--device", help="torch device for the model (default: cuda if available)")
     parser.add_argument(
-        "--torch_threads", type=int, default=1, help="torch intra-op threads while playing (default 1)"
+        "--torch_threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads while playing (default: 1 for Atari)",
     )
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     atari = parser.add_argument_group("Atari protocol")
@@ -81,7 +84,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         max_episode_steps=args.max_episode_steps,
         record_video=None if args.no_video else output_dir / VIDEO_NAME,
         progress=not args.no_progress,
-        torch_threads=args.torch_threads,
+        torch_threads=args.torch_threads or "auto",
         **_env_kwargs(args),
     )
     report = {"model": args.model, **report}

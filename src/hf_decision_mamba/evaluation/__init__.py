@@ -1,6 +1,7 @@
 """Evaluating policies in their environments: normalised scores, parallel rollouts, videos, Trainer callback."""
 
 from .callback import EnvironmentEvaluationCallback
+from .episode import EpisodeRecording, record_episode
 from .results import flat_metrics, format_report, format_table
 from .rollout import POLICY_MODES, build_policy, evaluate_policy, is_policy
 from .scores import SCORE_RANGES, ScoreRange, normalized_score, score_range
@@ -10,6 +11,7 @@ __all__ = [
     "POLICY_MODES",
     "SCORE_RANGES",
     "EnvironmentEvaluationCallback",
+    "EpisodeRecording",
     "ScoreRange",
     "VideoInfo",
     "build_policy",
@@ -21,6 +23,7 @@ __all__ = [
     "is_policy",
     "normalized_score",
     "probe_video",
+    "record_episode",
     "record_replay",
     "score_range",
     "write_mp4",

@@ -17,11 +17,12 @@ from tqdm.auto import tqdm
 from ..envs.factory import build_vector_env, env_is_native_atari
 from ..envs.protocols import Protocol as EnvProtocol
 from ..envs.protocols import check_int, make_protocol
-from ..envs.registry import resolve_env_id
+from ..envs.registry import env_family, resolve_env_id
+from ..policy_decision_mamba import MODES
 from .compatibility import check_model_fits_env
 from .scores import normalized_score, score_range
 
-POLICY_MODES = ("window", "recurrent")
+POLICY_MODES = MODES  # the inference modes of `DecisionMambaPolicy`
 
 
 class Policy(Protocol):
@@ -230,7 +231,7 @@ def evaluate_policy(
     max_episode_steps: int | None = None,
     record_video: str | Path | None = None,
     progress: bool = True,
-    torch_threads: int | None = 1,
+    torch_threads: int | None | str = "auto",
     **env_kwargs: Any,
 ) -> dict[str, Any]:
     """Evaluate a model or policy on `num_episodes` episodes run in parallel; episode i is seeded `seed + i`.
@@ -241,16 +242,18 @@ def evaluate_policy(
     the protocol (e.g. `repeat_action_probability=0.0` for DT's Atari protocol). Returns one entry of
     statistics per target return under `"results"`; `record_video` writes the first episode as H.264 MP4.
 
-    `torch_threads`: torch's intra-op threads during the rollout (None keeps torch's setting). One by default:
-    a policy step is many small ops, and the emulators' threads already use every core (on a busy 2-core
-    machine, 2 torch threads made a 10-episode Breakout evaluation 8x slower).
+    `torch_threads`: torch's intra-op threads during the rollout (None keeps torch's setting). `"auto"`: one
+    for Atari, whose emulator threads already use every core (on a 2-core machine 2 torch threads made a
+    10-episode Breakout evaluation 8x slower), torch's setting for MuJoCo, whose envs step in this thread.
     """
     check_int("num_episodes", num_episodes, 1)
     check_int("seed", seed, 0)
+    env_id = resolve_env_id(env_id or _default_env_id(model_or_policy))
+    if torch_threads == "auto":
+        torch_threads = 1 if env_family(env_id) == "atari" else None
     for name, value in (("num_envs", num_envs), ("torch_threads", torch_threads)):
         if value is not None:
             check_int(name, value, 1)
-    env_id = resolve_env_id(env_id or _default_env_id(model_or_policy))
     protocol = make_protocol(env_id, max_episode_steps=max_episode_steps, **env_kwargs)
     targets = _targets(target_return)
     if mode not in POLICY_MODES:
