@@ -486,15 +486,15 @@ class DecisionMambaModel(DecisionMambaPreTrainedModel):
             if value.is_floating_point() and not torch.isfinite(value).all():
                 raise ValueError(f"{name}: contains NaN or inf values, expected finite numbers.")
 
-    def _no_action(self, actions: torch.Tensor) -> torch.Tensor:
-        """The "no previous action" input shaped like one step of `actions` (zeros, or index n_actions)."""
+    def _no_action(self, batch: int, device: torch.device) -> torch.Tensor:
+        """The "no previous action" input of one step: zeros, or the extra index `n_actions` when discrete."""
         if self.config.is_discrete:
-            return torch.full_like(actions[:, :1], self.config.n_actions)
-        return torch.zeros_like(actions[:, :1])
+            return torch.full((batch, 1), self.config.n_actions, dtype=torch.long, device=device)
+        return torch.zeros(batch, 1, self.config.act_dim, device=device)
 
     def _previous_actions(self, actions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """a_{t-1} for each step; "no action" where the previous step is outside the window or padding."""
-        none = self._no_action(actions)
+        none = self._no_action(actions.shape[0], actions.device).to(actions.dtype)
         previous = torch.cat([none, actions[:, :-1]], dim=1)
         has_previous = torch.cat([torch.zeros_like(mask[:, :1]), mask[:, :-1]], dim=1) > 0
         has_previous = has_previous.view(*has_previous.shape, *([1] * (previous.dim() - 2)))
@@ -666,12 +666,7 @@ class DecisionMambaModel(DecisionMambaPreTrainedModel):
             tokens, step_start = self._finish_tokens(torch.cat(parts, dim=1)), len(parts) - 2
         else:
             if previous_actions is None:
-                template = torch.zeros(
-                    (states.shape[0], 1) + (() if config.is_discrete else (config.act_dim,)),
-                    dtype=torch.long if config.is_discrete else torch.float32,
-                    device=states.device,
-                )
-                previous_actions = self._no_action(template)
+                previous_actions = self._no_action(states.shape[0], states.device)
             else:
                 previous_actions = previous_actions[:, None]
             mask = torch.ones_like(timesteps)

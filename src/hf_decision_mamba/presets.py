@@ -61,6 +61,16 @@ _DEMA = {
     "residual_in_fp32": True,
 }
 _GLOMA = {**_DMAMBA, "block_type": "gloma", "local_window": 1}
+_DEMA_MUJOCO = {
+    **_MUJOCO,
+    **_DEMA,
+    "embedding_size": 128,
+    "hidden_size": 64,
+    "state_size": 64,
+    "num_hidden_layers": 3,
+    "context_length": 20,
+    "dropout": 0.1,
+}
 
 
 def _preset(description: str, config: dict, training: dict) -> dict:
@@ -148,31 +158,12 @@ PRESETS: dict[str, dict] = {
     "dema-mujoco": _preset(
         "DeMa (Dai et al. 2024), Transformer-like: RMSNorm + Mamba only, fp32 residual, no timestep embedding, "
         "(R_t, a_{t-1}, s_t) tokens over time (B3LD), embedding 128 projected to d_model 64, d_state 64.",
-        {
-            **_MUJOCO,
-            **_DEMA,
-            "embedding_size": 128,
-            "hidden_size": 64,
-            "state_size": 64,
-            "num_hidden_layers": 3,
-            "context_length": 20,
-            "dropout": 0.1,
-        },
+        _DEMA_MUJOCO,
         _MUJOCO_TRAINING,
     ),
     "dema-mujoco-bl3d": _preset(
         "DeMa with the three embeddings concatenated along features (BL3D): one token per step.",
-        {
-            **_MUJOCO,
-            **_DEMA,
-            "token_layout": "concat",
-            "embedding_size": 128,
-            "hidden_size": 64,
-            "state_size": 64,
-            "num_hidden_layers": 3,
-            "context_length": 20,
-            "dropout": 0.1,
-        },
+        {**_DEMA_MUJOCO, "token_layout": "concat"},
         _MUJOCO_TRAINING,
     ),
     "dema-atari": _preset(
