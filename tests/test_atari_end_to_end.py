@@ -13,8 +13,6 @@ from hf_decision_mamba.cli import collect, evaluate, train
 from hf_decision_mamba.data import iter_episodes, load_trajectories
 from hf_decision_mamba.evaluation import probe_video
 
-pytest.importorskip("cv2", reason="gymnasium's AtariPreprocessing (recording) needs OpenCV")
-
 
 def test_collect_train_and_evaluate_on_the_real_emulator(tmp_path):
     data, run = tmp_path / "data", tmp_path / "run"

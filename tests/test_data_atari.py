@@ -12,6 +12,7 @@ import pytest
 import torch
 from datasets import Dataset, Features, Image, IterableDataset, Sequence, Value
 
+from hf_decision_mamba import DecisionMambaConfig, DecisionMambaModel
 from hf_decision_mamba.data import TrajectoryWindowDataset, iter_episodes, load_trajectories, sources
 from hf_decision_mamba.data.atari import split_stacks
 
@@ -276,7 +277,6 @@ def test_dqn_replay_stops_at_max_transitions(tmp_path, replay_logs):
 
 
 def test_collect_records_an_ale_game_with_frames_stored_once(tmp_path):
-    pytest.importorskip("cv2", reason="gymnasium's AtariPreprocessing needs OpenCV")
     from hf_decision_mamba.cli import collect
 
     argv = [
@@ -305,11 +305,10 @@ def test_collect_records_an_ale_game_with_frames_stored_once(tmp_path):
 
 
 def test_an_atari_batch_runs_through_decision_mamba_model(breakout):
-    hf_decision_mamba = pytest.importorskip("hf_decision_mamba")
-    config = hf_decision_mamba.DecisionMambaConfig.from_preset(
+    config = DecisionMambaConfig.from_preset(
         "dmamba-atari", hidden_size=16, num_hidden_layers=1, context_length=4, max_ep_len=256
     )
     dataset = TrajectoryWindowDataset.from_config([canonical(r) for r in breakout], config, progress=False)
     batch = dataset.collator()([dataset[i] for i in (0, 10)])
-    output = hf_decision_mamba.DecisionMambaModel(config).eval()(**batch)
+    output = DecisionMambaModel(config).eval()(**batch)
     assert output.action_preds.shape == (2, 4, config.n_actions) and torch.isfinite(output.loss)

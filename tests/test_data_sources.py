@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import datasets
+import h5py
 import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pads
@@ -191,7 +192,6 @@ def minari_episodes(lengths):
 
 def write_minari_hdf5(root, episodes, action_space=None):
     """minari's HDF5Storage layout: data/main_data.hdf5 with one episode_<i> group per episode."""
-    h5py = pytest.importorskip("h5py")
     action_space = action_space or box((3,), "float32")
     data = root / "data"
     data.mkdir(parents=True)

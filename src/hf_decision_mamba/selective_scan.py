@@ -4,8 +4,8 @@
 * ``"fused_cpu"``: a fused CPU kernel with a hand-written backward that never materialises
   ``(batch, dim, L, N)`` tensors. It is a small C file compiled on first use with the system C compiler
   (cached per user, keyed by a hash of the source, flags and CPU) and loaded with ``ctypes``; without a
-  compiler the same algorithm runs through ``numba`` (``cache=True``). Work is split over
-  ``torch.get_num_threads()`` Python threads (the kernels release the GIL).
+  compiler the same algorithm runs through ``numba`` (``cache=True``). Threads: see the notes below.
+  It also serves ``selective_state_update`` (one or a few recurrent steps from a given state).
 * ``"torch"``: pure PyTorch, any device; the fallback and the reference.
 
 This file is also shipped as Hugging Face remote code: its top-level imports are the standard library and
