@@ -118,16 +118,21 @@ def build_env_callback(run: Run) -> EnvironmentEvaluationCallback | None:
     evaluation = run.args.evaluation
     if not evaluation.env_eval:
         return None
-    return EnvironmentEvaluationCallback(
-        env_id=run.env_id,
-        num_episodes=evaluation.env_eval_episodes,
-        target_return=evaluation.target_return,
-        mode=evaluation.env_eval_mode,
-        eval_every=evaluation.env_eval_steps,
-        seed=evaluation.env_eval_seed,
-        max_episode_steps=evaluation.env_eval_max_episode_steps,
+    return EnvironmentEvaluationCallback(eval_every=evaluation.env_eval_steps, **evaluation_settings(run))
+
+
+def evaluation_settings(run: Run) -> dict[str, Any]:
+    """The `evaluate_policy` settings shared by the in-training evaluations and the final one (same seeds)."""
+    evaluation = run.args.evaluation
+    return {
+        "env_id": run.env_id,
+        "num_episodes": evaluation.env_eval_episodes,
+        "seed": evaluation.env_eval_seed,
+        "target_return": evaluation.target_return,
+        "mode": evaluation.env_eval_mode,
+        "max_episode_steps": evaluation.env_eval_max_episode_steps,
         **evaluation.env_options(),
-    )
+    }
 
 
 def adapt_to_processes(training: TrainingArguments, model: PreTrainedModel) -> None:
@@ -232,17 +237,7 @@ def final_evaluation(run: Run, model: PreTrainedModel) -> dict[str, Any]:
     """Evaluate the final model (same seeds as during training), write `eval_results.json` and `replay.mp4`."""
     evaluation = run.args.evaluation
     video = run.output_dir / REPLAY_NAME if evaluation.record_replay else None
-    report = evaluate_policy(
-        model,
-        env_id=run.env_id,
-        num_episodes=evaluation.env_eval_episodes,
-        seed=evaluation.env_eval_seed,
-        target_return=evaluation.target_return,
-        mode=evaluation.env_eval_mode,
-        max_episode_steps=evaluation.env_eval_max_episode_steps,
-        record_video=video,
-        **evaluation.env_options(),
-    )
+    report = evaluate_policy(model, record_video=video, **evaluation_settings(run))
     report = {"model": str(run.output_dir), **report}
     write_json(run.output_dir / EVAL_RESULTS_NAME, report)
     return report
