@@ -136,6 +136,32 @@ def test_each_episode_counts_only_until_its_first_end():
     assert len(set(lengths)) > 1 and max(lengths) <= 60, "episodes must end at different steps"
 
 
+class PruningLinearPolicy(LinearPolicy):
+    """`LinearPolicy` with `keep`: it records how many envs it is asked to act for at each step."""
+
+    def reset(self, num_envs: int, target_return: float | None = None) -> None:
+        super().reset(num_envs, target_return)
+        self.batch_sizes: list[int] = []
+
+    def keep(self, active: np.ndarray) -> None:
+        self.kept = active
+
+    def act(self, observation: np.ndarray, reward: np.ndarray | None) -> np.ndarray:
+        self.batch_sizes.append(len(observation))
+        return super().act(observation, reward)
+
+
+def test_a_policy_that_can_drop_finished_envs_acts_only_for_running_episodes():
+    # the same ragged episodes as above (57, 56, 58 and 60 steps)
+    policy = PruningLinearPolicy()
+    result = evaluate_policy(policy, "hopper", num_episodes=4, max_episode_steps=60, progress=False)
+    expected = manual_returns(LinearPolicy(), range(4), max_steps=60)
+    np.testing.assert_allclose(result["results"][0]["returns"], expected, rtol=1e-10)
+    lengths = sorted(result["results"][0]["episode_lengths"])
+    running = [sum(length > step for length in lengths) for step in range(max(lengths))]
+    assert policy.batch_sizes == running
+
+
 def test_atari_evaluation_is_reproducible_and_its_replay_matches(tmp_path, caplog):
     kwargs = {"env_id": "breakout", "num_episodes": 3, "max_episode_steps": 300, "progress": False}
     first = evaluate_policy(AtariPolicy(), record_video=tmp_path / "replay.mp4", **kwargs)

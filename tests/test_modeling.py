@@ -198,6 +198,22 @@ def test_bad_input_raises_a_value_error_naming_the_field(field, change, message)
         model(**batch)
 
 
+@pytest.mark.parametrize("preset_name", ["dmamba-mujoco", "dema-mujoco-bl3d", "dmamba-atari"])
+def test_precomputed_state_embeddings_replace_the_states(preset_name):
+    model = tiny_model(preset_name)
+    batch = make_batch(model.config)
+    states = batch.pop("states")
+    with torch.no_grad():
+        expected = model(states=states, **batch).action_preds
+        got = model(state_embeds=model.encode_states(states), **batch).action_preds
+    torch.testing.assert_close(got, expected)
+    embeds = model.encode_states(states)
+    with pytest.raises(ValueError, match="state_embeds: got states and state_embeds"):
+        model(states=states, state_embeds=embeds, **batch)
+    with pytest.raises(ValueError, match=r"state_embeds: got \(2, 6, 3\), expected shape \(2, 6, "):
+        model(state_embeds=embeds[..., :3], **batch)
+
+
 def test_discrete_actions_must_be_integers_in_range():
     model = tiny_model("dmamba-atari")
     batch = make_batch(model.config, steps=2)

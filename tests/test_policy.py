@@ -85,6 +85,37 @@ def test_window_policy_feeds_normalised_states_and_remaining_returns():
         np.testing.assert_allclose(action, expected, atol=1e-5, err_msg=f"step {t}")
 
 
+@pytest.mark.parametrize("mode", ["window", "recurrent"])
+@pytest.mark.parametrize("preset", ["dmamba-mujoco", "mambadm-mujoco", "dema-atari"])
+def test_dropping_finished_envs_leaves_the_others_actions_unchanged(preset, mode):
+    model = tiny_model(preset, context_length=4, rtg_scale=10.0)
+    everyone = rollout(model.policy(mode=mode), ToyEnv(model.config, 3), steps=7)
+    policy, env = model.policy(mode=mode), ToyEnv(model.config, 3)
+    obs, reward = env.reset(), None
+    policy.reset(3, target_return=[30.0, 12.0, 5.0])
+    rows = np.arange(3)
+    for step in range(7):
+        if step == 3:  # env 1's episode has ended: act for envs 0 and 2 only
+            policy.keep(np.array([True, False, True]))
+            rows = np.array([0, 2])
+        action = policy.act(obs[rows], None if reward is None else reward[rows])
+        assert action.shape[0] == len(rows)
+        np.testing.assert_allclose(action, everyone[step][rows], atol=1e-5, err_msg=f"step {step}")
+        full = everyone[step].copy()
+        full[rows] = action
+        obs, reward = env.step(full)
+    with pytest.raises(ValueError, match=r"active: got shape \(3,\), expected \(2,\)"):
+        policy.keep(np.ones(3, dtype=bool))
+
+
+def test_window_policy_encodes_each_frame_once():
+    model = tiny_model("dmamba-atari", context_length=4)
+    encoded = []
+    model.embed_state.register_forward_hook(lambda module, inputs, output: encoded.append(len(output)))
+    rollout(model.policy(mode="window"), ToyEnv(model.config, 2), steps=6)
+    assert encoded == [2] * 6, "one frame per env and step, not the whole window again"
+
+
 def test_recurrent_latency_state_does_not_grow_with_the_episode():
     model = tiny_model("dmamba-mujoco")
     policy = model.policy(mode="recurrent", target_return=1.0)

@@ -65,7 +65,10 @@ def test_window_episode_matches_evaluation_and_feeds_the_policys_last_window(hop
     )
     # the attention is computed on exactly the window the policy fed the model at its last step
     policy_inputs, attention_inputs = calls[-2], calls[-1]
-    for name in ("states", "actions", "returns_to_go", "timesteps", "attention_mask"):
+    with torch.no_grad():  # the policy passes its window as state embeddings
+        embeds = hopper_model.encode_states(attention_inputs["states"])
+    torch.testing.assert_close(embeds, policy_inputs["state_embeds"])
+    for name in ("actions", "returns_to_go", "timesteps", "attention_mask"):
         torch.testing.assert_close(attention_inputs[name].float(), policy_inputs[name].float())
     assert recording.attention.shape == (2, 3 * CONTEXT, 3 * CONTEXT)
     assert np.all(np.triu(recording.attention, k=1) == 0) and np.abs(recording.attention).sum() > 0

@@ -67,6 +67,10 @@ class MambaState:
             self.conv.mul_(keep[:, None, None])
             self.ssm.mul_(keep[:, None, None].to(self.ssm.dtype))
 
+    def keep(self, rows: torch.Tensor) -> None:
+        """Keep only the sequences at the indices `rows` (in that order), dropping the others."""
+        self.conv, self.ssm = self.conv[rows], self.ssm[rows]
+
 
 class DecisionMambaCache:
     """Per-layer mixer states for recurrent acting; the cost of a step does not grow with the episode."""
@@ -79,6 +83,11 @@ class DecisionMambaCache:
             if config.block_type == "gloma"
             else None
         )
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Keep only the sequences at the indices `rows`, e.g. to stop computing for finished episodes."""
+        for state in self.global_states + (self.local_states or []):
+            state.keep(rows)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -438,16 +447,29 @@ class DecisionMambaModel(DecisionMambaPreTrainedModel):
 
     # -- inputs ------------------------------------------------------------------------------------------
 
-    def _validate(self, states, actions, returns_to_go, timesteps, attention_mask, labels) -> None:
+    def _validate(
+        self, states, actions, returns_to_go, timesteps, attention_mask, labels, state_embeds=None
+    ) -> None:
         """Raise a `ValueError` naming the field, what was received and what the config expects."""
         config = self.config
-        state_shape = tuple(config.state_shape or [config.state_dim])
-        if states is None or states.dim() != 2 + len(state_shape) or tuple(states.shape[2:]) != state_shape:
-            got = None if states is None else tuple(states.shape)
-            raise ValueError(
-                f"states: got shape {got}, expected (batch, K, {', '.join(map(str, state_shape))})."
-            )
-        batch, steps = states.shape[:2]
+        if state_embeds is not None:
+            batch, steps = state_embeds.shape[:2]
+            shape = (batch, steps, self.embed_return.out_features)
+            if states is not None or state_embeds.dim() != 3 or tuple(state_embeds.shape) != shape:
+                got = "states and state_embeds" if states is not None else tuple(state_embeds.shape)
+                raise ValueError(f"state_embeds: got {got}, expected shape {shape} (and no states).")
+        else:
+            state_shape = tuple(config.state_shape or [config.state_dim])
+            if (
+                states is None
+                or states.dim() != 2 + len(state_shape)
+                or tuple(states.shape[2:]) != state_shape
+            ):
+                got = None if states is None else tuple(states.shape)
+                raise ValueError(
+                    f"states: got shape {got}, expected (batch, K, {', '.join(map(str, state_shape))})."
+                )
+            batch, steps = states.shape[:2]
         expected = {
             "returns_to_go": (returns_to_go, (batch, steps, 1)),
             "timesteps": (timesteps, (batch, steps)),
@@ -483,7 +505,7 @@ class DecisionMambaModel(DecisionMambaPreTrainedModel):
                 f"expected [0, max_ep_len={config.max_ep_len})."
             )
         for name, value in (("states", states), ("actions", actions), ("returns_to_go", returns_to_go)):
-            if value.is_floating_point() and not torch.isfinite(value).all():
+            if value is not None and value.is_floating_point() and not torch.isfinite(value).all():
                 raise ValueError(f"{name}: contains NaN or inf values, expected finite numbers.")
 
     def _no_action(self, batch: int, device: torch.device) -> torch.Tensor:
@@ -515,10 +537,20 @@ class DecisionMambaModel(DecisionMambaPreTrainedModel):
             embedded = torch.tanh(embedded)
         return self._add_time(embedded, timesteps)
 
-    def _embed_states(self, states: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    def encode_states(self, states: torch.Tensor) -> torch.Tensor:
+        """The state encoder's output for (..., *state_shape) states, without the timestep embedding.
+
+        Pass it back to `forward` as `state_embeds` to skip re-encoding: the window policy encodes each
+        frame once instead of once per step it stays in the window.
+        """
         if self.config.state_encoder != "atari_cnn":
             states = states.to(self.embed_state.weight.dtype)
-        return self._add_time(self.embed_state(states), timesteps)
+        return self.embed_state(states)
+
+    def _embed_states(
+        self, states: torch.Tensor | None, timesteps: torch.Tensor, state_embeds: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self._add_time(self.encode_states(states) if state_embeds is None else state_embeds, timesteps)
 
     def _add_time(self, embedded: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         return embedded if self.embed_timestep is None else embedded + self.embed_timestep(timesteps)
@@ -538,16 +570,18 @@ class DecisionMambaModel(DecisionMambaPreTrainedModel):
         timesteps: torch.Tensor,
         attention_mask: torch.Tensor,
         previous_actions: torch.Tensor | None = None,
+        state_embeds: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Interleave the per-step embeddings into the token sequence of the configured layout.
 
         Returns (batch, K * tokens_per_step, hidden_size): rsa = (R_t, s_t, a_t), ras = (R_t, a_{t-1}, s_t),
         concat = one token per step from the concatenated (R_t, a_{t-1}, s_t) embeddings. `previous_actions`
-        overrides the a_{t-1} derived from `actions` (used by the recurrent step).
+        overrides the a_{t-1} derived from `actions` (used by the recurrent step); `state_embeds` replaces
+        `encode_states(states)`.
         """
         layout = self.config.token_layout
         ret = self._embed_returns(returns_to_go, timesteps)
-        state = self._embed_states(states, timesteps)
+        state = self._embed_states(states, timesteps, state_embeds)
         if layout == "rsa":
             action = self._embed_actions(actions, timesteps)
             parts = (ret, state, action)
@@ -557,7 +591,7 @@ class DecisionMambaModel(DecisionMambaPreTrainedModel):
             parts = (ret, self._embed_actions(previous_actions, timesteps), state)
         if layout == "concat":
             return self._finish_tokens(torch.cat(parts, dim=-1))
-        batch, steps = states.shape[:2]
+        batch, steps = timesteps.shape
         return self._finish_tokens(torch.stack(parts, dim=2).reshape(batch, steps * 3, -1))
 
     @property
@@ -587,6 +621,7 @@ class DecisionMambaModel(DecisionMambaPreTrainedModel):
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
+        state_embeds: torch.Tensor | None = None,
         **kwargs,
     ) -> DecisionMambaOutput | tuple:
         """Predict a_t for every step of a (left-padded) window of K steps.
@@ -594,19 +629,22 @@ class DecisionMambaModel(DecisionMambaPreTrainedModel):
         Shapes as `DecisionTransformerModel`: states (batch, K, state_dim) (Atari: (batch, K, 4, 84, 84)),
         actions (batch, K, act_dim) (discrete: (batch, K) integers), rewards and returns_to_go (batch, K, 1),
         timesteps and attention_mask (batch, K). `rewards` is accepted for compatibility and not used, as in DT.
-        `labels` (target actions, shaped like `actions`) turns on the loss.
+        `labels` (target actions, shaped like `actions`) turns on the loss. `state_embeds` (batch, K, size):
+        `encode_states(states)` computed beforehand, given instead of `states`.
         """
         output_hidden_states = output_hidden_states or self.config.output_hidden_states
         output_attentions = output_attentions or self.config.output_attentions
         return_dict = self.config.return_dict if return_dict is None else return_dict
-        self._validate(states, actions, returns_to_go, timesteps, attention_mask, labels)
-        batch, steps = states.shape[:2]
+        self._validate(states, actions, returns_to_go, timesteps, attention_mask, labels, state_embeds)
+        batch, steps = returns_to_go.shape[:2]
         if attention_mask is None:
-            attention_mask = torch.ones(batch, steps, dtype=torch.long, device=states.device)
+            attention_mask = torch.ones(batch, steps, dtype=torch.long, device=returns_to_go.device)
         if timesteps is None:
-            timesteps = torch.arange(steps, device=states.device).expand(batch, steps)
+            timesteps = torch.arange(steps, device=returns_to_go.device).expand(batch, steps)
         tokens_per_step = self.config.tokens_per_step
-        hidden = self.embed_tokens(states, actions, returns_to_go, timesteps, attention_mask)
+        hidden = self.embed_tokens(
+            states, actions, returns_to_go, timesteps, attention_mask, state_embeds=state_embeds
+        )
         mask = attention_mask.to(hidden.dtype).repeat_interleave(tokens_per_step, dim=1)
         local_chunks = None
         if self.config.block_type == "gloma":

@@ -27,6 +27,9 @@ class DecisionMambaPolicy:
     floats for continuous action spaces, (num_envs,) int64 indices for discrete ones.
     """
 
+    WINDOW_BUFFERS = ("states", "actions", "window_returns", "timesteps", "mask")
+    """The per-env (num_envs, context_length, ...) history of `window` mode."""
+
     def __init__(
         self,
         model: torch.nn.Module,
@@ -57,6 +60,7 @@ class DecisionMambaPolicy:
             target_return if target_return is not None else getattr(config, "target_return", None)
         )
         self.deterministic = deterministic
+        self.encodes_states = callable(getattr(model, "encode_states", None))
         mean = state_mean if state_mean is not None else getattr(config, "state_mean", None)
         std = state_std if state_std is not None else getattr(config, "state_std", None)
         self.state_mean = self._tensor(mean) if mean is not None else None
@@ -83,8 +87,10 @@ class DecisionMambaPolicy:
             steps = self.context_length
             action_shape = () if self.discrete else (self.act_dim,)
             state_dtype = torch.uint8 if len(self.state_shape) == 3 else torch.float32
-            self.states = torch.zeros(
-                num_envs, steps, *self.state_shape, dtype=state_dtype, device=self.device
+            self.states = (
+                None  # the window of state embeddings, allocated at the first step (its width is the model's)
+                if self.encodes_states
+                else torch.zeros(num_envs, steps, *self.state_shape, dtype=state_dtype, device=self.device)
             )
             self.actions = torch.zeros(
                 num_envs,
@@ -96,6 +102,27 @@ class DecisionMambaPolicy:
             self.window_returns = torch.zeros(num_envs, steps, 1, device=self.device)
             self.timesteps = torch.zeros(num_envs, steps, dtype=torch.long, device=self.device)
             self.mask = torch.zeros(num_envs, steps, dtype=torch.long, device=self.device)
+
+    def keep(self, active) -> None:
+        """Go on with only the envs where the boolean `active` (num_envs,) is true, in their order.
+
+        Later `act` calls take (and return) those envs only: a vector rollout stops paying for episodes
+        that have already ended while it waits for the longest one.
+        """
+        active = torch.as_tensor(active, dtype=torch.bool, device=self.device)
+        if tuple(active.shape) != (self.num_envs,):
+            raise ValueError(f"active: got shape {tuple(active.shape)}, expected ({self.num_envs},).")
+        rows = active.nonzero().squeeze(1)
+        self.num_envs = len(rows)
+        names = ("returns_to_go", "previous_action")
+        if self.mode == "recurrent":
+            self.cache.keep(rows)
+        else:
+            names += self.WINDOW_BUFFERS
+        for name in names:
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, value[rows])
 
     def _prepare_states(self, observation) -> torch.Tensor:
         states = torch.as_tensor(observation, device=self.device)
@@ -134,7 +161,15 @@ class DecisionMambaPolicy:
         return action.cpu().numpy()
 
     def _window_predict(self, states, scaled_returns, timesteps) -> torch.Tensor:
-        """Shift the new step into the K-step window (left-padded at the start) and predict its action."""
+        """Shift the new step into the K-step window (left-padded at the start) and predict its action.
+
+        A model with `encode_states` gets its window as state embeddings, so each frame goes through the
+        encoder once rather than once for each of the K steps it spends in the window.
+        """
+        if self.encodes_states:
+            states = self.model.encode_states(states)
+            if self.states is None:
+                self.states = states.new_zeros(self.num_envs, self.context_length, *states.shape[1:])
         for buffer, value in (
             (self.states, states),
             (self.actions, torch.zeros_like(self.actions[:, 0])),
@@ -144,8 +179,12 @@ class DecisionMambaPolicy:
         ):
             buffer[:] = torch.roll(buffer, shifts=-1, dims=1)
             buffer[:, -1] = value
+        if self.encodes_states:
+            inputs = {"state_embeds": self.states}
+        else:
+            inputs = {"states": self.states if len(self.state_shape) == 3 else self.states.to(self._dtype())}
         output = self.model(
-            states=self.states if len(self.state_shape) == 3 else self.states.to(self._dtype()),
+            **inputs,
             actions=self.actions,
             rewards=torch.zeros_like(self.window_returns),
             returns_to_go=self.window_returns,

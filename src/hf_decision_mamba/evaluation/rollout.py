@@ -141,26 +141,37 @@ class EpisodeBatch:
     first_actions: list[np.ndarray] = field(default_factory=list)
 
 
-def _env_actions(actions: Any, env: Any) -> np.ndarray:
-    """The policy's actions in the dtype and shape the vector env takes (clipped to a Box's bounds)."""
-    actions = np.asarray(actions)
+def _env_actions(actions: Any, env: Any, rows: np.ndarray | None = None) -> np.ndarray:
+    """The policy's actions for the sub-envs `rows` (default: all), in the dtype and shape the vector env takes
+    (clipped to a Box's bounds); any other sub-env, whose episode has ended, gets the first valid action."""
     space = env.single_action_space
-    if hasattr(space, "n"):
-        return actions.astype(np.int64).reshape(env.num_envs)
-    return np.clip(actions.astype(space.dtype).reshape(env.num_envs, *space.shape), space.low, space.high)
+    shape = () if hasattr(space, "n") else space.shape
+    dtype = np.int64 if hasattr(space, "n") else space.dtype
+    rows = np.arange(env.num_envs) if rows is None else rows
+    full = np.zeros((env.num_envs, *shape), dtype=dtype)
+    full[rows] = np.asarray(actions).astype(dtype).reshape(len(rows), *shape)
+    return full if hasattr(space, "n") else np.clip(full, space.low, space.high)
 
 
 def _run_wave(
     policy: Policy, env: Any, seeds: np.ndarray, target: float | None, cap: int, bar: tqdm
 ) -> EpisodeBatch:
-    """Run one episode per sub-env from `reset(seeds)`; each counts only up to its first termination/truncation."""
+    """Run one episode per sub-env from `reset(seeds)`; each counts only up to its first termination/truncation.
+
+    A policy with `keep(active)` stops acting for sub-envs whose episode has ended (they still step, as the
+    vector env steps all of them, but their results are ignored), so the wait for the longest episode is cheap.
+    """
     count = len(seeds)
     observation, _ = env.reset(seed=seeds if env_is_native_atari(env) else [int(s) for s in seeds])
     policy.reset(num_envs=count, target_return=target)
     returns, lengths, done = np.zeros(count), np.zeros(count, dtype=np.int64), np.zeros(count, dtype=bool)
     reward, first_actions = None, []
+    rows = np.arange(count)  # the sub-envs the policy acts for
+    prunable = callable(getattr(policy, "keep", None))
     while not done.all():
-        actions = _env_actions(policy.act(observation, reward), env)
+        actions = _env_actions(
+            policy.act(observation[rows], None if reward is None else reward[rows]), env, rows
+        )
         if not done[0]:
             first_actions.append(actions[0].copy())
         observation, raw_reward, terminated, truncated, _ = env.step(actions)
@@ -171,6 +182,9 @@ def _run_wave(
         finished = active & (np.asarray(terminated) | np.asarray(truncated) | (lengths >= cap))
         done |= finished
         bar.update(int(finished.sum()))
+        if prunable and finished.any() and not done.all():
+            policy.keep(~done[rows])
+            rows = np.flatnonzero(~done)
     return EpisodeBatch(returns.tolist(), lengths.tolist(), first_actions)
 
 
