@@ -495,8 +495,15 @@ def target_row(text: str, measured: str, status: str) -> dict:
     return {"target": text, "measured": measured, "status": status}
 
 
+def verdict(met: dict[str, bool]) -> str:
+    """'met' or 'missed' when every preset agrees, else which presets meet the target."""
+    if all(met.values()) or not any(met.values()):
+        return "met" if all(met.values()) else "missed"
+    return f"met by {sum(met.values())} of {len(met)} presets ({', '.join(p for p, ok in met.items() if ok)})"
+
+
 def training_target(target: TrainingTarget, training: list[dict], args: argparse.Namespace) -> dict:
-    """Judge one training target on the first preset with the device's fastest measured scan backend."""
+    """Judge one training target on every preset, with the device's fastest measured scan backend."""
     if target.device != args.device_type:
         return target_row(target.text, "-", NOT_ON_THIS_DEVICE[target.device])
     backend = next((name for name in BACKENDS if name in args.backends), None)
@@ -505,30 +512,34 @@ def training_target(target: TrainingTarget, training: list[dict], args: argparse
     contexts = target.contexts(args.contexts)
     if not contexts:
         return target_row(target.text, "-", f"not yet measured (no such K in --contexts {args.contexts})")
-    model = f"{args.presets[0]} [{backend}]"
-    rows = [row for row in training if row["model"] == model and row["K"] in contexts]
-    values = {row["K"]: row.get(target.key) for row in rows}
-    if None in values.values() or len(values) < len(contexts):
-        return target_row(
-            target.text, f"{model}: a run or DT's failed", "not measured (see the training table)"
-        )
-    measured = ", ".join(f"K={k}: {target.show(value)}" for k, value in values.items())
-    met = all(value <= target.bound for value in values.values())
-    return target_row(target.text, f"{model}: {measured}", "met" if met else "missed")
+    measured, met = [], {}
+    for preset in args.presets:
+        model = f"{preset} [{backend}]"
+        values = {row["K"]: row.get(target.key) for row in training if row["model"] == model}
+        values = {k: values.get(k) for k in contexts}
+        if None in values.values():
+            return target_row(target.text, f"{model}: a run or DT's failed", "not measured (see the table)")
+        measured.append(f"{model}: " + ", ".join(f"K={k}: {target.show(v)}" for k, v in values.items()))
+        met[preset] = all(value <= target.bound for value in values.values())
+    return target_row(target.text, "; ".join(measured), verdict(met))
 
 
 def flat_acting_target(device: str, acting: list[dict], args: argparse.Namespace) -> dict:
-    """Judge 'recurrent acting latency flat in episode length' on one device."""
+    """Judge 'recurrent acting latency flat in episode length' on one device, for every preset."""
     first, last = args.probes[0], args.probes[-1]
     text = f"{DEVICE_NAMES[device]}: recurrent acting latency step {last} / step {first} <= {FLAT_BOUND}"
     if device != args.device_type:
         return target_row(text, "-", NOT_ON_THIS_DEVICE[device])
-    rows = [row for row in acting if row["mode"] == "recurrent" and row["preset"] == args.presets[0]]
+    rows = [row for row in acting if row["mode"] == "recurrent"]
     if not rows or any("error" in row for row in rows):
         return target_row(text, "-", "not measured (see the acting table)")
-    measured = ", ".join(f"{envs_text(row['envs'])}, K={row['K']}: {row['growth']:.2f}" for row in rows)
-    met = all(row["growth"] <= FLAT_BOUND for row in rows)
-    return target_row(text, f"{args.presets[0]}: {measured}", "met" if met else "missed")
+    measured, met = [], {}
+    for preset in args.presets:
+        ours = [row for row in rows if row["preset"] == preset]
+        growth = ", ".join(f"{envs_text(row['envs'])} K={row['K']}: {row['growth']:.2f}" for row in ours)
+        measured.append(f"{preset}: {growth}")
+        met[preset] = all(row["growth"] <= FLAT_BOUND for row in ours)
+    return target_row(text, "; ".join(measured), verdict(met))
 
 
 def target_rows(training: list[dict], acting: list[dict], args: argparse.Namespace) -> list[dict]:
@@ -649,7 +660,7 @@ def markdown(training: list[dict], acting: list[dict], targets: list[dict], args
         "",
         "Written by `scripts/benchmark.py`, which replaces this section on each run.",
         "",
-        device_line(args),
+        args.device_description,
         "",
         f"Command: `{command.strip()}`",
         "",
@@ -719,31 +730,49 @@ def ratio_summary(
 # -- plot ----------------------------------------------------------------------------------------------------
 
 
-def plot_training(axis, training: list[dict], key: str, scale: float, ylabel: str) -> None:
+def line_style(preset: str | None, variant: str | None, presets: list[str]) -> dict:
+    """A colour per preset (DT black); dashed for the portable `torch` scan and for window acting."""
+    color = "black" if preset is None else f"C{presets.index(preset) % 10}"
+    dashed = variant in ("torch", "window")
+    return {"color": color, "linestyle": "--" if dashed else "-", "marker": "o", "markersize": 3}
+
+
+def plot_training(
+    axis, training: list[dict], key: str, scale: float, ylabel: str, presets: list[str]
+) -> None:
     """One line per model of `key` against K, log-log."""
     for model in dict.fromkeys(row["model"] for row in training):
         rows = [row for row in training if row["model"] == model and row.get(key)]
         if rows:
-            axis.plot([row["K"] for row in rows], [row[key] * scale for row in rows], marker="o", label=model)
+            style = line_style(rows[0]["preset"], rows[0]["backend"], presets)
+            axis.plot([row["K"] for row in rows], [row[key] * scale for row in rows], **style)
     contexts = sorted({row["K"] for row in training})
     axis.set(xscale="log", yscale="log", xlabel="context K (steps; 3K tokens)", ylabel=ylabel)
     axis.set_xticks(contexts, [str(k) for k in contexts])
     axis.set_xticks([], minor=True)
-    axis.legend(fontsize="small")
 
 
-def plot_acting(axis, acting: list[dict], num_envs: int, probes: list[int]) -> None:
-    """Latency against episode step for every policy and context at `num_envs` environments."""
+def plot_acting(
+    axis, acting: list[dict], num_envs: int, steps: int, probes: list[int], presets: list[str]
+) -> None:
+    """Latency against episode step for every policy at `num_envs` environments and context `steps`."""
     for row in acting:
-        if row["envs"] == num_envs and "latency" in row:
-            axis.plot(
-                probes,
-                [row["latency"][p] * 1e3 for p in probes],
-                marker="o",
-                label=f"{row['policy']} K={row['K']}",
-            )
-    axis.set(yscale="log", xlabel="episode step", ylabel="ms per act", title=f"acting, {envs_text(num_envs)}")
-    axis.legend(fontsize="small")
+        if row["envs"] == num_envs and row["K"] == steps and "latency" in row:
+            style = line_style(row["preset"], row["mode"], presets)
+            axis.plot(probes, [row["latency"][p] * 1e3 for p in probes], **style)
+    title = f"acting, {envs_text(num_envs)}, K={steps}"
+    axis.set(yscale="log", xlabel="episode step", ylabel="ms per act", title=title)
+
+
+def legend_handles(presets: list[str]) -> list:
+    """The figure's legend: one colour per model, and what solid and dashed lines mean."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], **line_style(None, None, presets), label="DT")]
+    handles += [Line2D([], [], **line_style(preset, None, presets), label=preset) for preset in presets]
+    handles.append(Line2D([], [], color="gray", label="fused scan / recurrent acting"))
+    handles.append(Line2D([], [], color="gray", linestyle="--", label="torch scan / window acting"))
+    return handles
 
 
 def save_plot(training: list[dict], acting: list[dict], args: argparse.Namespace) -> bool:
@@ -756,17 +785,20 @@ def save_plot(training: list[dict], acting: list[dict], args: argparse.Namespace
     except ImportError:
         print("matplotlib is not installed: no plot (pip install 'hf-decision-mamba[test]').", flush=True)
         return False
-    panels = 2 + len(args.num_envs)
-    figure, axes = plt.subplots((panels + 1) // 2, 2, figsize=(12, 4.5 * ((panels + 1) // 2)), squeeze=False)
+    acting_panels = [(envs, k) for envs in args.num_envs for k in args.acting_contexts]
+    rows = 1 + (len(acting_panels) + 1) // 2
+    height = 4 * rows + 1  # inches, the last for the legend
+    figure, axes = plt.subplots(rows, 2, figsize=(12, height), squeeze=False)
     axes = axes.ravel()
-    plot_training(axes[0], training, "seconds", 1e3, "training step (ms)")
-    plot_training(axes[1], training, "peak_mib", 1.0, "peak memory (MiB)")
-    for axis, num_envs in zip(axes[2:panels], args.num_envs, strict=True):
-        plot_acting(axis, acting, num_envs, args.probes)
-    for axis in axes[panels:]:
+    plot_training(axes[0], training, "seconds", 1e3, "training step (ms)", args.presets)
+    plot_training(axes[1], training, "peak_mib", 1.0, "peak memory (MiB)", args.presets)
+    for axis, (num_envs, steps) in zip(axes[2:], acting_panels, strict=False):
+        plot_acting(axis, acting, num_envs, steps, args.probes, args.presets)
+    for axis in axes[2 + len(acting_panels) :]:
         axis.set_visible(False)
     figure.suptitle(f"Decision Mamba vs Decision Transformer ({args.device_type}, batch {args.batch_size})")
-    figure.tight_layout()
+    figure.legend(handles=legend_handles(args.presets), loc="lower center", ncol=4, fontsize="small")
+    figure.tight_layout(rect=(0, 0.7 / height, 1, 1))
     args.plot.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(args.plot, dpi=110)
     plt.close(figure)
@@ -818,6 +850,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="file whose section for this device is written",
     )
     parser.add_argument("--plot", type=Path, default=None, help="default: benchmarks/benchmark_<device>.png")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="measured rows as JSON; default: benchmarks/benchmark_<device>.json",
+    )
+    parser.add_argument(
+        "--render", type=Path, default=None, help="measure nothing: report the run saved in this JSON file"
+    )
     # Internal: measure the one training configuration this JSON describes, in this fresh process.
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     return parser
@@ -844,24 +885,70 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.probes = sorted(set(args.probes))
     if args.probes[-1] + PROBE_CALLS > args.episode_steps:
         parser.error(f"--probes: the last probe needs {PROBE_CALLS} steps before --episode-steps ends")
-    args.plot = args.plot or ROOT / "benchmarks" / f"benchmark_{args.device_type}.png"
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Measure, write the Markdown report and the plot, and print the ratio table last."""
-    args = parse_args(argv)
-    if args.worker is not None:
-        return worker_main(args.worker)
-    print(device_line(args), flush=True)
-    training = training_rows(args)
-    acting = acting_rows(args)
+def output_paths(args: argparse.Namespace) -> None:
+    """Default `--plot` and `--results`: benchmarks/benchmark_<device>.png and .json."""
+    stem = ROOT / "benchmarks" / f"benchmark_{args.device_type}"
+    args.plot = args.plot or stem.with_suffix(".png")
+    args.results = args.results or stem.with_suffix(".json")
+
+
+RECORDED = ("device_type", "device_description", "argv", "presets", "backends", "contexts", "acting_contexts",
+            "num_envs", "probes", "episode_steps", "batch_size", "hidden", "layers")  # fmt: skip
+"""The settings a saved run keeps, so that `--render` reports it as it was measured."""
+
+
+def save_results(training: list[dict], acting: list[dict], args: argparse.Namespace) -> None:
+    """Write the measured rows and the run's settings as JSON (`--render` reads them back)."""
+    record = {
+        "settings": {key: getattr(args, key) for key in RECORDED},
+        "training": training,
+        "acting": acting,
+    }
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(record, indent=1) + "\n")
+
+
+def load_results(path: Path, args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
+    """The rows of a saved run; its settings replace those of `args`."""
+    record = json.loads(path.read_text())
+    for key, value in record["settings"].items():
+        setattr(args, key, value)
+    for row in record["acting"]:
+        if "latency" in row:
+            row["latency"] = {int(probe): seconds for probe, seconds in row["latency"].items()}
+    return record["training"], record["acting"]
+
+
+def report(training: list[dict], acting: list[dict], args: argparse.Namespace) -> None:
+    """Write the Markdown section and the plot, then print the ratio table last."""
     targets = target_rows(training, acting, args)
     write_section(args.markdown, markdown(training, acting, targets, args), args.device_type)
     print(f"wrote {args.markdown}", flush=True)
     if save_plot(training, acting, args):
         print(f"wrote {args.plot}", flush=True)
     print("\n" + ratio_summary(training, acting, targets, args), flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure (or `--render` a saved run), write the Markdown section and the plot, print the ratios last."""
+    args = parse_args(argv)
+    if args.worker is not None:
+        return worker_main(args.worker)
+    if args.render is not None:
+        training, acting = load_results(args.render, args)
+        output_paths(args)
+    else:
+        output_paths(args)
+        args.device_description = device_line(args)
+        print(args.device_description, flush=True)
+        training = training_rows(args)
+        acting = acting_rows(args)
+        save_results(training, acting, args)
+        print(f"wrote {args.results}", flush=True)
+    report(training, acting, args)
     return 0
 
 

@@ -54,15 +54,17 @@ def md_section_table(markdown: str, heading: str) -> list[dict[str, str]]:
 def run(tmp_path_factory) -> dict:
     """One tiny end-to-end run of `main`: its stdout, Markdown and plot."""
     folder = tmp_path_factory.mktemp("benchmark")
-    markdown, plot = folder / "x.md", folder / "x.png"
+    markdown, plot, results = folder / "x.md", folder / "x.png", folder / "x.json"
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
-        assert benchmark.main([*TINY_RUN, "--markdown", str(markdown), "--plot", str(plot)]) == 0
-    return {"stdout": stdout.getvalue(), "markdown": markdown.read_text(), "plot": plot}
+        outputs = ["--markdown", str(markdown), "--plot", str(plot), "--results", str(results)]
+        assert benchmark.main([*TINY_RUN, *outputs]) == 0
+    return {"stdout": stdout.getvalue(), "markdown": markdown.read_text(), "plot": plot, "results": results}
 
 
 def test_defaults_are_the_issues_full_run():
     args = benchmark.parse_args(["--device", "cpu"])
+    benchmark.output_paths(args)
     assert args.contexts == [20, 60, 100, 300, 1000]
     assert args.num_envs == [1, 64]
     assert args.batch_size == 16 and args.repeats == 10 and args.max_step_seconds == 60
@@ -70,6 +72,7 @@ def test_defaults_are_the_issues_full_run():
     assert args.backends == [b for b in benchmark.available_backends() if b != "cuda"]
     assert args.markdown == ROOT / "BENCHMARKS.md"
     assert args.plot == ROOT / "benchmarks" / "benchmark_cpu.png"
+    assert args.results == ROOT / "benchmarks" / "benchmark_cpu.json"
 
 
 def test_presets_all_means_every_mujoco_preset():
@@ -130,6 +133,28 @@ def test_a_rerun_replaces_its_section_and_keeps_the_rest_of_the_file(tmp_path):
 def test_markdown_links_the_plot(run):
     assert "![training time, peak memory and acting latency" in run["markdown"]
     assert "(x.png)" in run["markdown"]
+
+
+def test_a_saved_run_renders_the_same_report_without_measuring(run, tmp_path, monkeypatch):
+    monkeypatch.setattr(benchmark, "run_worker", lambda *a: pytest.fail("--render must not measure"))
+    markdown = tmp_path / "again.md"
+    with contextlib.redirect_stdout(io.StringIO()):
+        args = [
+            "--render",
+            str(run["results"]),
+            "--markdown",
+            str(markdown),
+            "--plot",
+            str(tmp_path / "a.png"),
+        ]
+        assert benchmark.main(args) == 0
+    assert markdown.read_text().replace("a.png", "x.png") == run["markdown"]
+
+
+def test_targets_name_which_presets_meet_them():
+    assert benchmark.verdict({"a": True, "b": True}) == "met"
+    assert benchmark.verdict({"a": False, "b": False}) == "missed"
+    assert benchmark.verdict({"a": False, "b": True, "c": True}) == "met by 2 of 3 presets (b, c)"
 
 
 def test_plot_is_a_png(run):

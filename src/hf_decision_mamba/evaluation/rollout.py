@@ -26,7 +26,11 @@ POLICY_MODES = MODES  # the inference modes of `DecisionMambaPolicy`
 
 
 class Policy(Protocol):
-    """What `evaluate_policy` drives: `reset` all envs at once, then `act` on batched observations."""
+    """What `evaluate_policy` drives: `reset` all envs at once, then `act` on batched observations.
+
+    A policy may also have `keep(active)`, to act from then on for the envs where `active` is true only
+    (as `DecisionMambaPolicy` does): the rollout then stops computing actions for finished episodes.
+    """
 
     def reset(self, num_envs: int, target_return: float | None = None) -> None: ...
 
