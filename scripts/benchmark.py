@@ -1,8 +1,8 @@
 """Decision Mamba against `transformers.DecisionTransformerModel`, measured side by side in one run.
 
     python scripts/benchmark.py                      # the issue's full run on whatever device is present
-    python scripts/benchmark.py --presets all        # every MuJoCo preset (much longer on a CPU)
-    python scripts/benchmark.py --contexts 20 100 --num-envs 1 --episode-steps 200 --probes 10 100 180
+    python scripts/benchmark.py --presets dmamba-mujoco --contexts 20 100 --num-envs 1
+    python scripts/benchmark.py --render benchmarks/benchmark_cpu.json   # re-report a saved run
 
 Training step = forward, backward and AdamW step on a (batch, K) window (3K tokens), for DT and for every
 Decision Mamba preset and scan backend, at matched sizes (hidden, layers). Each (model, K) runs in its own
@@ -23,8 +23,9 @@ is the median of 10 calls from each probe step. Every ratio compares numbers tak
 Run it on an otherwise idle machine, without `OMP_WAIT_POLICY=PASSIVE` (which `make test` sets for busy CI
 machines): with sleeping OpenMP threads the fused CPU scan's step at K=300 took 1.8x as long.
 
-Writes this device's section of `--markdown` (BENCHMARKS.md: tables and the issue's targets; the rest of the
-file is kept) and `--plot` (PNG), then prints the ratio table last.
+Writes the measured rows as JSON (`--results`), this device's section of `--markdown` (BENCHMARKS.md: tables
+and the issue's targets, judged for every preset; the rest of the file is kept) and `--plot` (PNG), then
+prints the ratio table last. The full default run took an hour on a 2-core CPU.
 """
 
 from __future__ import annotations
