@@ -873,13 +873,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.worker is not None:
         return args
     args.device_type = torch.device(args.device).type
+    known = mujoco_presets()
     if args.presets == ["all"]:
-        args.presets = mujoco_presets()
+        args.presets = known
     for name in args.presets:
-        if name not in mujoco_presets():
-            parser.error(
-                f"--presets: {name!r} is not a MuJoCo preset; expected 'all' or some of {mujoco_presets()}"
-            )
+        if name not in known:
+            parser.error(f"--presets: {name!r} is not a MuJoCo preset; expected 'all' or some of {known}")
     if args.backends is None:
         excluded = "fused_cpu" if args.device_type == "cuda" else "cuda"
         args.backends = [name for name in available_backends() if name != excluded]

@@ -454,7 +454,7 @@ class DecisionMambaModel(DecisionMambaPreTrainedModel):
         config = self.config
         if state_embeds is not None:
             batch, steps = state_embeds.shape[:2]
-            shape = (batch, steps, self.embed_return.out_features)
+            shape = (batch, steps, config.token_embedding_size)
             if states is not None or state_embeds.dim() != 3 or tuple(state_embeds.shape) != shape:
                 got = "states and state_embeds" if states is not None else tuple(state_embeds.shape)
                 raise ValueError(f"state_embeds: got {got}, expected shape {shape} (and no states).")
