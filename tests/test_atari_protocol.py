@@ -165,9 +165,33 @@ def test_evaluation_leaves_the_callers_random_stream_and_threads_alone():
         model, "breakout", num_episodes=1, max_episode_steps=5, deterministic=False, progress=False
     )
     torch.testing.assert_close(torch.rand(3), expected)
-    assert torch.get_num_threads() == threads  # rollouts run on one torch thread, then it is restored
+    assert torch.get_num_threads() == threads
     with pytest.raises(ValueError, match="^torch_threads=0"):
         evaluate_policy(model, "breakout", num_episodes=1, torch_threads=0, progress=False)
+
+
+class ThreadRecordingPolicy:
+    """Plays NOOP and records torch's intra-op thread count at each step."""
+
+    def reset(self, num_envs: int, target_return: float | None = None) -> None:
+        self.threads: list[int] = []
+
+    def act(self, observation: np.ndarray, reward: np.ndarray | None) -> np.ndarray:
+        self.threads.append(torch.get_num_threads())
+        return np.zeros(len(observation), dtype=np.int64)
+
+
+@pytest.mark.parametrize(("mode", "expected"), [("recurrent", 1), ("window", None)])
+def test_recurrent_atari_acts_on_one_torch_thread_and_window_acting_keeps_torchs(mode, expected):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        policy = ThreadRecordingPolicy()
+        evaluate_policy(policy, "breakout", num_episodes=1, max_episode_steps=3, mode=mode, progress=False)
+        assert set(policy.threads) == {expected or 2}
+        assert torch.get_num_threads() == 2, "the caller's setting is restored"
+    finally:
+        torch.set_num_threads(previous)
 
 
 # -- 5. A checkpoint evaluated in an environment it does not fit -------------------------------------------------

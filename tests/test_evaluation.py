@@ -6,15 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from hf_decision_mamba.envs import make_env
+from hf_decision_mamba.envs import build_vector_env, make_env
 from hf_decision_mamba.evaluation import (
     SCORE_RANGES,
+    VectorEnvPool,
     evaluate_policy,
     flat_metrics,
     format_report,
     is_browser_playable,
     normalized_score,
     probe_video,
+    rollout,
     write_mp4,
 )
 from hf_decision_mamba.evaluation.video import _mujoco_frames
@@ -172,6 +174,77 @@ def test_atari_evaluation_is_reproducible_and_its_replay_matches(tmp_path, caplo
     assert first["protocol"]["repeat_action_probability"] == 0.25
     result = first["results"][0]
     assert result["normalized_score_mean"] == pytest.approx(100 * (result["return_mean"] - 2) / 28)
+
+
+class ForkingAtariPolicy(AtariPolicy):
+    """`AtariPolicy` with `fork` and `keep`: it records the batch size of each of its `act` calls."""
+
+    def __init__(self, forks: list | None = None) -> None:
+        self.forks = [self] if forks is None else forks
+        self.batch_sizes: list[int] = []
+
+    def fork(self) -> ForkingAtariPolicy:
+        self.forks.append(ForkingAtariPolicy(self.forks))
+        return self.forks[-1]
+
+    def keep(self, active: np.ndarray) -> None:
+        pass
+
+    def act(self, observation: np.ndarray, reward: np.ndarray | None) -> np.ndarray:
+        self.batch_sizes.append(len(observation))
+        return super().act(observation, reward)
+
+
+def test_a_forkable_policy_plays_atari_in_two_groups_with_unchanged_episodes(monkeypatch):
+    built = []
+    monkeypatch.setattr(
+        rollout, "build_vector_env", lambda *args: built.append(args[1]) or build_vector_env(*args)
+    )
+    kwargs = {"env_id": "breakout", "num_episodes": 5, "max_episode_steps": 200, "progress": False}
+    policy = ForkingAtariPolicy()
+    grouped = evaluate_policy(policy, target_return=[5.0, 2.0], **kwargs)
+    assert built == [3, 2], "two groups, and the envs of the first target serve the second"
+    one_by_one = evaluate_policy(AtariPolicy(), num_envs=1, **kwargs)
+    assert [r["returns"] for r in grouped["results"]] == [one_by_one["results"][0]["returns"]] * 2
+    assert grouped["results"][0]["episode_lengths"] == one_by_one["results"][0]["episode_lengths"]
+    assert len(policy.forks) == 3, "one fork per target, for the second group"
+    assert policy.batch_sizes[0] == 3 and policy.forks[1].batch_sizes[0] == 2, "seeds 0-2, then seeds 3-4"
+
+
+class BuildLog:
+    """Wraps `build_vector_env`: records each env it builds and whether that env was closed."""
+
+    def __init__(self) -> None:
+        self.envs: list = []
+
+    def __call__(self, *args):
+        env = build_vector_env(*args)
+        self.envs.append(env)
+        env.closed_by_test = False
+        close = env.close
+        env.close = lambda: setattr(env, "closed_by_test", True) or close()
+        return env
+
+    @property
+    def closed(self) -> list[bool]:
+        return [env.closed_by_test for env in self.envs]
+
+
+def test_a_vector_env_pool_keeps_its_envs_across_evaluations_until_closed(monkeypatch):
+    log = BuildLog()
+    monkeypatch.setattr(rollout, "build_vector_env", log)
+    kwargs = {"env_id": "breakout", "num_episodes": 2, "max_episode_steps": 50, "progress": False}
+    alone = evaluate_policy(AtariPolicy(), **kwargs)
+    assert log.closed == [True], "an evaluation without a pool closes what it built"
+    with VectorEnvPool() as pool:
+        first = evaluate_policy(AtariPolicy(), envs=pool, **kwargs)
+        again = evaluate_policy(AtariPolicy(), envs=pool, **kwargs)
+        evaluate_policy(
+            LinearPolicy(), env_id="hopper", num_episodes=2, max_episode_steps=5, envs=pool, progress=False
+        )
+        assert len(log.envs) == 3 and log.closed == [True, False, False], "built once per env id, kept open"
+    assert log.closed == [True, True, True]
+    assert first["results"][0]["returns"] == again["results"][0]["returns"] == alone["results"][0]["returns"]
 
 
 def test_every_target_is_evaluated_and_passed_to_reset():

@@ -9,7 +9,8 @@ import pytest
 import torch
 from transformers import Trainer, TrainerControl, TrainerState, TrainingArguments
 
-from hf_decision_mamba.evaluation import EnvironmentEvaluationCallback
+from hf_decision_mamba.envs import build_vector_env
+from hf_decision_mamba.evaluation import EnvironmentEvaluationCallback, rollout
 
 
 class GainPolicy:
@@ -86,6 +87,21 @@ def test_metrics_reach_log_history_and_report_labels_last_and_best(tmp_path, cap
     assert [record["step"] for record in report["history"]] == [2, 4, 6]
     table = capsys.readouterr().out
     assert "LAST (step 6" in table and f"BEST (step {best_step}" in table
+
+
+def test_envs_are_built_at_the_first_evaluation_and_closed_at_train_end(tmp_path, monkeypatch):
+    built, closed = [], []
+    monkeypatch.setattr(
+        rollout, "build_vector_env", lambda *args: built.append(args) or build_vector_env(*args)
+    )
+    callback = _callback(eval_every=2)
+    close = callback.envs.close
+    monkeypatch.setattr(callback.envs, "close", lambda: closed.append(len(callback.history)) or close())
+    trainer = _trainer(tmp_path, callback)
+    callback.attach(trainer)
+    trainer.train()
+    assert len(callback.history) == 3 and len(built) == 1, "three evaluations, one vector env"
+    assert closed == [3], "closed once, after the last evaluation"
 
 
 def test_evaluates_at_train_end_and_same_seeds_every_time(tmp_path):

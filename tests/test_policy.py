@@ -108,6 +108,28 @@ def test_dropping_finished_envs_leaves_the_others_actions_unchanged(preset, mode
         policy.keep(np.ones(3, dtype=bool))
 
 
+@pytest.mark.parametrize("mode", ["window", "recurrent"])
+def test_a_fork_shares_the_model_but_not_the_episodes(mode):
+    model = tiny_model("dmamba-atari", context_length=4, rtg_scale=10.0)
+    alone = rollout(model.policy(mode=mode), ToyEnv(model.config, 3), steps=6)
+    policy = model.policy(mode=mode)
+    fork = policy.fork()
+    assert fork.model is policy.model and fork.mode == mode
+    with pytest.raises(RuntimeError, match="reset"):
+        fork.act(ToyEnv(model.config, 2).reset())
+    # the two take turns on different envs: neither disturbs the other's episodes
+    envs = ToyEnv(model.config, 3), ToyEnv(model.config, 2, seed=1)
+    observations, rewards = [env.reset() for env in envs], [None, None]
+    policy.reset(3, target_return=[30.0, 12.0, 5.0])
+    fork.reset(2, target_return=7.0)
+    for step in range(6):
+        for k, (acting, env) in enumerate(zip((policy, fork), envs, strict=True)):
+            action = acting.act(observations[k], rewards[k])
+            if k == 0:
+                np.testing.assert_allclose(action, alone[step], atol=1e-5, err_msg=f"step {step}")
+            observations[k], rewards[k] = env.step(action)
+
+
 def test_window_policy_encodes_each_frame_once():
     model = tiny_model("dmamba-atari", context_length=4)
     encoded = []

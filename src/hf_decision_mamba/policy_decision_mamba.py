@@ -12,6 +12,7 @@ the episode. Two modes:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
@@ -102,6 +103,16 @@ class DecisionMambaPolicy:
             self.window_returns = torch.zeros(num_envs, steps, 1, device=self.device)
             self.timesteps = torch.zeros(num_envs, steps, dtype=torch.long, device=self.device)
             self.mask = torch.zeros(num_envs, steps, dtype=torch.long, device=self.device)
+
+    def fork(self) -> DecisionMambaPolicy:
+        """A policy with this one's model and settings and no episodes yet (`reset` it before `act`).
+
+        Two forks act for two groups of envs in turn, so that one group's emulators step while the policy
+        acts for the other.
+        """
+        forked = copy.copy(self)
+        forked.num_envs = 0
+        return forked
 
     def keep(self, active) -> None:
         """Go on with only the envs where the boolean `active` (num_envs,) is true, in their order.

@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--torch_threads",
         type=int,
         default=None,
-        help="torch intra-op threads while playing (default: 1 for Atari)",
+        help="torch intra-op threads while playing (default: 1 for recurrent Atari acting, else torch's)",
     )
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     atari = parser.add_argument_group("Atari protocol")

@@ -3,7 +3,7 @@
 from .callback import EnvironmentEvaluationCallback
 from .episode import EpisodeRecording, record_episode
 from .results import flat_metrics, format_report, format_table
-from .rollout import POLICY_MODES, build_policy, evaluate_policy, is_policy
+from .rollout import POLICY_MODES, VectorEnvPool, build_policy, evaluate_policy, is_policy
 from .scores import SCORE_RANGES, ScoreRange, normalized_score, score_range
 from .video import VideoInfo, is_browser_playable, probe_video, record_replay, write_mp4
 
@@ -13,6 +13,7 @@ __all__ = [
     "EnvironmentEvaluationCallback",
     "EpisodeRecording",
     "ScoreRange",
+    "VectorEnvPool",
     "VideoInfo",
     "build_policy",
     "evaluate_policy",

@@ -11,7 +11,7 @@ from typing import Any
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from .results import flat_metrics, format_table, headline
-from .rollout import POLICY_MODES, evaluate_policy
+from .rollout import POLICY_MODES, VectorEnvPool, evaluate_policy
 
 logger = logging.getLogger(__name__)
 
@@ -29,10 +29,11 @@ def _check_eval_every(eval_every: Any) -> None:
 class EnvironmentEvaluationCallback(TrainerCallback):
     """Run `evaluate_policy` every `eval_every` steps (default: the Trainer's eval schedule) and at train end.
 
-    Runs on the main process only, with the same seeds every time. Give it the trainer (`trainer=` or
-    `attach(trainer)`) so its metrics go through `trainer.log`, i.e. to every logger and to
-    `state.log_history`; metrics added in `on_evaluate` would not be logged. At train end it writes a JSON
-    report and prints the LAST evaluation (the final model) and, labelled separately, the BEST one.
+    Runs on the main process only, with the same seeds every time, in vector envs built at the first
+    evaluation and kept until train end. Give it the trainer (`trainer=` or `attach(trainer)`) so its
+    metrics go through `trainer.log`, i.e. to every logger and to `state.log_history`; metrics added in
+    `on_evaluate` would not be logged. At train end it writes a JSON report and prints the LAST evaluation
+    (the final model) and, labelled separately, the BEST one.
     """
 
     def __init__(
@@ -60,6 +61,7 @@ class EnvironmentEvaluationCallback(TrainerCallback):
         self.metric_prefix = metric_prefix
         self.history: list[dict[str, Any]] = []
         self._warned_unattached = False
+        self.envs = VectorEnvPool()  # kept between evaluations, closed at train end
 
     def attach(self, trainer: Any) -> EnvironmentEvaluationCallback:
         """Register with `trainer` and log through it; returns self."""
@@ -99,6 +101,7 @@ class EnvironmentEvaluationCallback(TrainerCallback):
             path = self.report_path or os.path.join(args.output_dir, REPORT_NAME)
             self.write_report(path)
             print(self.summary_table())
+        self.envs.close()
         return control
 
     # -- evaluation and logging ----------------------------------------------------------------------------
@@ -107,7 +110,7 @@ class EnvironmentEvaluationCallback(TrainerCallback):
         """Evaluate `model` now (main process only), record it and log its metrics; returns the metrics."""
         if not state.is_world_process_zero:
             return None
-        report = evaluate_policy(model, **self.evaluate_kwargs)
+        report = evaluate_policy(model, **{"envs": self.envs, **self.evaluate_kwargs})
         metrics = flat_metrics(report, self.metric_prefix)
         self.history.append(
             {"step": state.global_step, "epoch": state.epoch, "metrics": metrics, "report": report}

@@ -15,8 +15,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..envs.factory import build_vector_env, env_is_native_atari
+from ..envs.protocols import AtariProtocol, check_int, make_protocol
 from ..envs.protocols import Protocol as EnvProtocol
-from ..envs.protocols import check_int, make_protocol
 from ..envs.registry import env_family, resolve_env_id
 from ..policy_decision_mamba import MODES
 from .compatibility import check_model_fits_env
@@ -29,7 +29,9 @@ class Policy(Protocol):
     """What `evaluate_policy` drives: `reset` all envs at once, then `act` on batched observations.
 
     A policy may also have `keep(active)`, to act from then on for the envs where `active` is true only
-    (as `DecisionMambaPolicy` does): the rollout then stops computing actions for finished episodes.
+    (as `DecisionMambaPolicy` does): the rollout then stops computing actions for finished episodes. With
+    `fork()`, returning an independent policy that shares the model, a native Atari rollout runs its envs as
+    two groups that take turns, so one group's emulators step while the policy acts for the other.
     """
 
     def reset(self, num_envs: int, target_return: float | None = None) -> None: ...
@@ -157,39 +159,122 @@ def _env_actions(actions: Any, env: Any, rows: np.ndarray | None = None) -> np.n
     return full if hasattr(space, "n") else np.clip(full, space.low, space.high)
 
 
-def _run_wave(
-    policy: Policy, env: Any, seeds: np.ndarray, target: float | None, cap: int, bar: tqdm
-) -> EpisodeBatch:
-    """Run one episode per sub-env from `reset(seeds)`; each counts only up to its first termination/truncation.
+class _Rollout:
+    """One vector env and the policy acting in it: a batch of episodes stepped with send/receive.
 
-    A policy with `keep(active)` stops acting for sub-envs whose episode has ended (they still step, as the
-    vector env steps all of them, but their results are ignored), so the wait for the longest episode is cheap.
+    Each episode counts only up to its first termination/truncation. A policy with `keep(active)` stops acting
+    for sub-envs whose episode has ended (they still step, as a vector env steps all of them, but their results
+    are ignored), so the wait for the longest episode is cheap. On ale-py's native env `send` returns at once
+    and the emulators step in their own threads, so several rollouts taking turns overlap emulation and policy.
     """
-    count = len(seeds)
-    observation, _ = env.reset(seed=seeds if env_is_native_atari(env) else [int(s) for s in seeds])
-    policy.reset(num_envs=count, target_return=target)
-    returns, lengths, done = np.zeros(count), np.zeros(count, dtype=np.int64), np.zeros(count, dtype=bool)
-    reward, first_actions = None, []
-    rows = np.arange(count)  # the sub-envs the policy acts for
-    prunable = callable(getattr(policy, "keep", None))
-    while not done.all():
-        actions = _env_actions(
-            policy.act(observation[rows], None if reward is None else reward[rows]), env, rows
-        )
-        if not done[0]:
-            first_actions.append(actions[0].copy())
-        observation, raw_reward, terminated, truncated, _ = env.step(actions)
-        reward = np.asarray(raw_reward, dtype=np.float32)
-        active = ~done
-        returns[active] += np.asarray(raw_reward, dtype=np.float64)[active]
-        lengths[active] += 1
-        finished = active & (np.asarray(terminated) | np.asarray(truncated) | (lengths >= cap))
-        done |= finished
-        bar.update(int(finished.sum()))
-        if prunable and finished.any() and not done.all():
-            policy.keep(~done[rows])
-            rows = np.flatnonzero(~done)
-    return EpisodeBatch(returns.tolist(), lengths.tolist(), first_actions)
+
+    def __init__(self, policy: Policy, env: Any, seeds: np.ndarray, target: float | None, cap: int) -> None:
+        count = len(seeds)
+        self.policy, self.env, self.cap = policy, env, cap
+        self.native = env_is_native_atari(env)
+        self.returns, self.lengths = np.zeros(count), np.zeros(count, dtype=np.int64)
+        self.done = np.zeros(count, dtype=bool)
+        self.rows = np.arange(count)  # the sub-envs the policy acts for
+        self.prunable = callable(getattr(policy, "keep", None))
+        self.first_actions: list[np.ndarray] = []
+        self.pending: np.ndarray | None = None  # actions of the step in flight (envs without send/recv)
+        observation, _ = env.reset(seed=seeds if self.native else [int(s) for s in seeds])
+        policy.reset(num_envs=count, target_return=target)
+        self._send(observation, None)
+
+    @property
+    def running(self) -> bool:
+        return not self.done.all()
+
+    def _send(self, observation: np.ndarray, reward: np.ndarray | None) -> None:
+        """The policy's actions for the running episodes, started on the env (or kept for `_receive`)."""
+        acted = self.policy.act(observation[self.rows], None if reward is None else reward[self.rows])
+        actions = _env_actions(acted, self.env, self.rows)
+        if not self.done[0]:
+            self.first_actions.append(actions[0].copy())
+        if self.native:
+            self.env.send(actions)
+        else:
+            self.pending = actions
+
+    def _receive(self) -> tuple:
+        return self.env.recv() if self.native else self.env.step(self.pending)
+
+    def advance(self) -> int:
+        """Receive the step in flight, book it and send the next actions; returns how many episodes ended."""
+        observation, raw_reward, terminated, truncated, _ = self._receive()
+        active = ~self.done
+        self.returns[active] += np.asarray(raw_reward, dtype=np.float64)[active]
+        self.lengths[active] += 1
+        finished = active & (np.asarray(terminated) | np.asarray(truncated) | (self.lengths >= self.cap))
+        self.done |= finished
+        if self.running:
+            if self.prunable and finished.any():
+                self.policy.keep(~self.done[self.rows])
+                self.rows = np.flatnonzero(~self.done)
+            self._send(observation, np.asarray(raw_reward, dtype=np.float32))
+        return int(finished.sum())
+
+
+def _run_wave(
+    policies: Sequence[Policy],
+    envs: Sequence[Any],
+    seeds: np.ndarray,
+    target: float | None,
+    cap: int,
+    bar: tqdm,
+) -> EpisodeBatch:
+    """Run one episode per seed, the seeds split in order over the (policy, env) groups, which take turns."""
+    groups = np.array_split(seeds, len(envs))
+    rollouts = [
+        _Rollout(p, e, group, target, cap) for p, e, group in zip(policies, envs, groups, strict=True)
+    ]
+    while running := [rollout for rollout in rollouts if rollout.running]:
+        for rollout in running:
+            bar.update(rollout.advance())
+    return EpisodeBatch(
+        np.concatenate([r.returns for r in rollouts]).tolist(),
+        np.concatenate([r.lengths for r in rollouts]).tolist(),
+        rollouts[0].first_actions,
+    )
+
+
+def _group_sizes(count: int, protocol: EnvProtocol, forkable: bool) -> tuple[int, ...]:
+    """How a wave of `count` envs is split: in two groups that take turns for the native Atari env (one
+    group's emulators step while the policy acts for the other), else in one."""
+    groups = 2 if forkable and count >= 2 and isinstance(protocol, AtariProtocol) else 1
+    return tuple(len(group) for group in np.array_split(np.arange(count), groups))
+
+
+class VectorEnvPool:
+    """Vector envs kept for reuse across evaluations, built on first use and closed by `close()` (or `with`).
+
+    `evaluate_policy(..., envs=pool)` takes its envs from the pool, so later evaluations of the same env id and
+    protocol (as in a training run) skip the construction: ale-py loads the ROM once per sub-env, ~70 ms each,
+    one after another. Without a pool, each `evaluate_policy` call builds its own and closes them at the end.
+    """
+
+    def __init__(self) -> None:
+        self._envs: dict[tuple[str, EnvProtocol, tuple[int, ...]], list[Any]] = {}
+
+    def get(self, env_id: str, protocol: EnvProtocol, sizes: tuple[int, ...]) -> list[Any]:
+        """One vector env per group size (`sizes`), for `env_id` under `protocol`."""
+        key = (env_id, protocol, sizes)
+        if key not in self._envs:
+            self._envs[key] = [build_vector_env(env_id, size, protocol) for size in sizes]
+        return self._envs[key]
+
+    def close(self) -> None:
+        for envs in self._envs.values():
+            for env in envs:
+                env.close()
+        self._envs.clear()
+
+    def __enter__(self) -> VectorEnvPool:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
 
 
 def run_episodes(
@@ -200,22 +285,24 @@ def run_episodes(
     target: float | None,
     num_envs: int,
     bar: tqdm,
+    envs: VectorEnvPool,
 ) -> EpisodeBatch:
-    """Episodes `seeds` in waves of `num_envs` parallel envs; episode i always starts from `reset(seeds[i])`."""
-    batch, envs = EpisodeBatch(), {}
-    try:
-        for start in range(0, len(seeds), num_envs):
-            wave = seeds[start : start + num_envs]
-            if len(wave) not in envs:
-                envs[len(wave)] = build_vector_env(env_id, len(wave), protocol)
-            env = envs[len(wave)]
-            result = _run_wave(policy, env, wave, target, protocol.max_episode_steps, bar)
-            batch.returns += result.returns
-            batch.lengths += result.lengths
-            batch.first_actions = batch.first_actions or result.first_actions
-    finally:
-        for env in envs.values():
-            env.close()
+    """Episodes `seeds` in waves of `num_envs` parallel envs from `envs`; episode i starts from `reset(seeds[i])`.
+
+    A policy with `fork()` (an independent copy sharing the model) lets a native Atari wave run as two groups.
+    """
+    batch = EpisodeBatch()
+    forkable = callable(getattr(policy, "fork", None))
+    for start in range(0, len(seeds), num_envs):
+        wave = seeds[start : start + num_envs]
+        sizes = _group_sizes(len(wave), protocol, forkable)
+        policies = [policy] + [policy.fork() for _ in sizes[1:]]
+        result = _run_wave(
+            policies, envs.get(env_id, protocol, sizes), wave, target, protocol.max_episode_steps, bar
+        )
+        batch.returns += result.returns
+        batch.lengths += result.lengths
+        batch.first_actions = batch.first_actions or result.first_actions
     return batch
 
 
@@ -237,6 +324,18 @@ def _summary(env_id: str, target: float | None, batch: EpisodeBatch, wall_time: 
     }
 
 
+def _auto_torch_threads(env_id: str, mode: str) -> int | None:
+    """`evaluate_policy`'s torch threads for `torch_threads="auto"`: one for recurrent Atari acting, else
+    torch's setting (None). `mode` is the policy's own mode when it has one.
+
+    Recurrent steps are many small ops that a second thread does not speed up, while its idle OpenMP thread
+    spins against the emulator threads: on 2 cores, 10 Breakout episodes in parallel took 1.2x as long with 2
+    threads. Window acting is compute-bound (a K-step window per env and step): there 2 threads were 1.4x
+    faster. MuJoCo envs step in this thread, so torch's threads are free while they do.
+    """
+    return 1 if env_family(env_id) == "atari" and mode == "recurrent" else None
+
+
 def evaluate_policy(
     model_or_policy: Any,
     env_id: str | None = None,
@@ -250,6 +349,7 @@ def evaluate_policy(
     record_video: str | Path | None = None,
     progress: bool = True,
     torch_threads: int | None | str = "auto",
+    envs: VectorEnvPool | None = None,
     **env_kwargs: Any,
 ) -> dict[str, Any]:
     """Evaluate a model or policy on `num_episodes` episodes run in parallel; episode i is seeded `seed + i`.
@@ -260,16 +360,17 @@ def evaluate_policy(
     the protocol (e.g. `repeat_action_probability=0.0` for DT's Atari protocol). Returns one entry of
     statistics per target return under `"results"`; `record_video` writes the first episode as H.264 MP4.
 
-    `torch_threads`: torch's intra-op threads during the rollout (None keeps torch's setting). `"auto"`: one
-    for Atari, whose emulator threads already use every core (on a 2-core machine 2 torch threads made a
-    10-episode Breakout evaluation 8x slower), torch's setting for MuJoCo, whose envs step in this thread.
+    `torch_threads`: torch's intra-op threads during the rollout (None keeps torch's setting); `"auto"`: see
+    `_auto_torch_threads`.
+    `envs`: a `VectorEnvPool` to take the vector envs from and leave them in, open, for the next evaluation.
     """
     check_int("num_episodes", num_episodes, 1)
     check_int("seed", seed, 0)
     env_id = resolve_env_id(env_id or _default_env_id(model_or_policy))
-    if torch_threads == "auto":
-        torch_threads = 1 if env_family(env_id) == "atari" else None
-    for name, value in (("num_envs", num_envs), ("torch_threads", torch_threads)):
+    for name, value in (
+        ("num_envs", num_envs),
+        ("torch_threads", None if torch_threads == "auto" else torch_threads),
+    ):
         if value is not None:
             check_int(name, value, 1)
     protocol = make_protocol(env_id, max_episode_steps=max_episode_steps, **env_kwargs)
@@ -283,16 +384,20 @@ def evaluate_policy(
     bar = tqdm(
         total=num_episodes * len(targets), desc=f"Evaluating {env_id}", unit="episode", disable=not progress
     )
-    with bar, _inference(model_or_policy, seed), _torch_threads(torch_threads):
+    pool = VectorEnvPool() if envs is None else contextlib.nullcontext(envs)  # a pool of our own is closed
+    with bar, _inference(model_or_policy, seed), pool as envs:
         policy = build_policy(model_or_policy, mode, targets[0], deterministic)
         if targets == [None]:  # report the target the policy falls back to (e.g. config.target_return)
             targets = [_default_target(policy)]
-        for target in targets:
-            bar.set_postfix_str(f"target_return={target}")
-            start = time.perf_counter()
-            batch = run_episodes(policy, env_id, protocol, seeds, target, num_envs, bar)
-            results.append(_summary(env_id, target, batch, time.perf_counter() - start))
-            first = first or batch
+        if torch_threads == "auto":
+            torch_threads = _auto_torch_threads(env_id, getattr(policy, "mode", mode))
+        with _torch_threads(torch_threads):
+            for target in targets:
+                bar.set_postfix_str(f"target_return={target}")
+                start = time.perf_counter()
+                batch = run_episodes(policy, env_id, protocol, seeds, target, num_envs, bar, envs)
+                results.append(_summary(env_id, target, batch, time.perf_counter() - start))
+                first = first or batch
     video = None
     if record_video is not None:
         from .video import record_replay
