@@ -1,7 +1,9 @@
 """Time N evaluation episodes run in parallel (one vector env) against the same N run one after another.
 
-Both runs use the same policy and seeds (episode i starts from seed i), so they play identical episodes; the
-ratio is parallel / sequential wall time (target: <= 0.3). The policy is a randomly initialised
+Both runs use the same policy and seeds (episode i starts from seed i). Atari episodes come out identical; MuJoCo
+ones can drift apart, because float rounding in the policy depends on the batch size and Hopper's dynamics
+amplify it, so the report gives both runs' agent steps and how many episodes ended alike. The ratio is
+parallel / sequential wall time (target: <= 0.3). The policy is a randomly initialised
 `DecisionMambaModel` when the package provides one (`--policy model`), else a small torch MLP (`--policy mlp`).
 
     PYTHONPATH=src python scripts/benchmark_evaluation.py [--policy mlp] [--mode recurrent] [--episodes 10]
@@ -92,14 +94,15 @@ def benchmark(
     time_evaluation(policy, env_id, 1, 1, 5)  # warm-up (lazy imports, kernels, JIT)
     parallel = time_evaluation(policy, env_id, episodes, episodes, max_steps)
     sequential = time_evaluation(policy, env_id, episodes, 1, max_steps)
-    same = (
-        np.allclose(parallel["returns"], sequential["returns"]) and parallel["steps"] == sequential["steps"]
+    alike = np.isclose(parallel["returns"], sequential["returns"], rtol=1e-3) & np.equal(
+        parallel["steps"], sequential["steps"]
     )
     return {
         "env_id": env_id, "policy": kind, "mode": mode if kind == "model" else None, "episodes": episodes,
-        "agent_steps": int(sum(parallel["steps"])), "parallel_s": round(parallel["wall_s"], 2),
-        "sequential_s": round(sequential["wall_s"], 2),
-        "ratio": round(parallel["wall_s"] / sequential["wall_s"], 3), "identical_episodes": bool(same),
+        "agent_steps": {"parallel": int(sum(parallel["steps"])), "sequential": int(sum(sequential["steps"]))},
+        "episodes_alike": f"{int(alike.sum())} of {episodes} (same length, return within 0.1%)",
+        "parallel_s": round(parallel["wall_s"], 2), "sequential_s": round(sequential["wall_s"], 2),
+        "ratio": round(parallel["wall_s"] / sequential["wall_s"], 3),
     }  # fmt: skip
 
 
