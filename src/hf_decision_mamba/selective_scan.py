@@ -159,6 +159,30 @@ _C_BODY = r"""
 
 /* ---------------- row kernels: one channel, SIMD over N ---------------- */
 
+/* One channel's recurrence from the states h[0 .. N): h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t, and
+   y_t = C_t h_t + D u_t (before the gate) into y[t * ys]. keep == 0 (forward): h is updated in place.
+   keep == 1 (backward): h_t goes to h + (t + 1) * N and exp(dt_t A) to as + t * N. */
+INLINE void scan_row_$S(const $T* restrict ui, long us, const $T* restrict di, long ds, const $T* restrict Ad,
+                        const $T* restrict Bb, const $T* restrict Cb, const $T Dd, $T* h, $T* restrict as,
+                        $T* restrict y, long ys, const int keep, long L, const long N) {
+    for (long t = 0; t < L; ++t) {
+        const $T dt = di[t * ds], ut = ui[t * us], x = dt * ut;
+        const $T* restrict Bp = Bb + t * N;
+        const $T* restrict Cp = Cb + t * N;
+        const $T* hp = keep ? h + t * N : h;
+        $T* hc = keep ? h + (t + 1) * N : h;
+        $T acc = 0;
+        for (long n = 0; n < N; ++n) {
+            const $T a = exp_$S(dt * Ad[n]);
+            if (keep) as[t * N + n] = a;
+            const $T hn = a * hp[n] + x * Bp[n];
+            hc[n] = hn;
+            acc += hn * Cp[n];
+        }
+        y[t * ys] = acc + Dd * ut;
+    }
+}
+
 INLINE void fwd_row_$S(const $T* restrict u, const $T* restrict dl, const $T* restrict A,
                        const $T* restrict Bt, const $T* restrict Ct, const $T* restrict Dv,
                        const $T* restrict z, const $T* h0, $T* restrict out, $T* last, const long* S,
@@ -174,22 +198,11 @@ INLINE void fwd_row_$S(const $T* restrict u, const $T* restrict dl, const $T* re
     const long us = TS(0), ds = TS(1), os = TS(3);
     const $T Dd = Dv ? Dv[d] : ($T)0;
     for (long n = 0; n < N; ++n) h[n] = h0 ? h0[i * N + n] : ($T)0;
-    for (long t = 0; t < L; ++t) {
-        const $T dt = di[t * ds], ut = ui[t * us], x = dt * ut;
-        const $T* restrict Bp = Bb + t * N;
-        const $T* restrict Cp = Cb + t * N;
-        $T acc = 0;
-        for (long n = 0; n < N; ++n) {
-            const $T hn = exp_$S(dt * Ad[n]) * h[n] + x * Bp[n];
-            h[n] = hn;
-            acc += hn * Cp[n];
-        }
-        $T y = acc + Dd * ut;
-        if (z) {
-            const $T zt = ROW(z, 2, b, d)[t * TS(2)];
-            y *= zt / (($T)1 + exp_$S(-zt));
-        }
-        oi[t * os] = y;
+    scan_row_$S(ui, us, di, ds, Ad, Bb, Cb, Dd, h, NULL, oi, os, 0, L, N);
+    if (z) {
+        const $T* restrict zi = ROW(z, 2, b, d);
+        const long zs = TS(2);
+        for (long t = 0; t < L; ++t) oi[t * os] *= zi[t * zs] / (($T)1 + exp_$S(-zi[t * zs]));
     }
     if (last)
         for (long n = 0; n < N; ++n) last[i * N + n] = h[n];
@@ -220,23 +233,7 @@ INLINE void bwd_row_$S(const $T* restrict u, const $T* restrict dl, const $T* re
     const long us = TS(0), ds = TS(1), gs = TS(3), dus = TS(4), dds = TS(5);
     const $T Dd = Dv ? Dv[d] : ($T)0;
     for (long n = 0; n < N; ++n) hs[n] = 0;
-    for (long t = 0; t < L; ++t) {
-        const $T dt = di[t * ds], ut = ui[t * us], x = dt * ut;
-        const $T* restrict Bp = Bb + t * N;
-        const $T* restrict Cp = Cb + t * N;
-        const $T* restrict hp = hs + t * N;
-        $T* restrict hc = hs + (t + 1) * N;
-        $T* restrict ap = as + t * N;
-        $T acc = 0;
-        for (long n = 0; n < N; ++n) {
-            const $T a = exp_$S(dt * Ad[n]);
-            ap[n] = a;
-            const $T hn = a * hp[n] + x * Bp[n];
-            hc[n] = hn;
-            acc += hn * Cp[n];
-        }
-        g[t] = acc + Dd * ut;
-    }
+    scan_row_$S(ui, us, di, ds, Ad, Bb, Cb, Dd, hs, as, g, 1, 1, L, N);
     if (z) {
         const $T* restrict zi = ROW(z, 2, b, d);
         $T* restrict dzi = ROW(dz, 6, b, d);
@@ -309,6 +306,39 @@ INLINE void store_tile_$S($T* restrict dst, const $T* restrict tile, long cs, lo
 #define LOAD(tile, p, k) load_tile_$S(tile, ROW(p, k, b, d0), S[3 * (k) + 1], TS(k), L)
 #define STORE(p, k, tile) store_tile_$S(ROW(p, k, b, d0), tile, S[3 * (k) + 1], TS(k), L)
 
+/* The recurrence over W channels (time-major tiles ut, dt) from the states h[0 .. N*W): h_t = exp(dt_t A) h_{t-1}
+   + dt_t u_t B_t, and y_t = C_t h_t + D u_t (before the gate) into yt. keep == 0 (forward): h is updated in
+   place. keep == 1 (backward): h_t goes to h + (t + 1) * N * W and exp(dt_t A) to as + t * N * W. Both
+   callers pass keep as a constant, so the compiler specialises each inlined copy. */
+INLINE void scan_block_$S(const $T* restrict ut, const $T* restrict dt, const $T* restrict AT,
+                          const $T* restrict Bb, const $T* restrict Cb, const $T* restrict Dd, $T* h,
+                          $T* restrict as, $T* restrict yt, const int keep, long d0, long D, long L,
+                          const long N) {
+    for (long t = 0; t < L; ++t) {
+        const $T* restrict ur = ut + t * W;
+        const $T* restrict dr = dt + t * W;
+        const $T* hp = keep ? h + t * N * W : h;
+        $T* hc = keep ? h + (t + 1) * N * W : h;
+        $T x[W], y[W];
+        for (long l = 0; l < W; ++l) {
+            x[l] = dr[l] * ur[l];
+            y[l] = Dd[l] * ur[l];
+        }
+        for (long n = 0; n < N; ++n) {
+            const $T bn = Bb[t * N + n], cn = Cb[t * N + n];
+            const $T* restrict An = AT + n * D + d0;
+            for (long l = 0; l < W; ++l) {
+                const $T a = exp_$S(dr[l] * An[l]);
+                if (keep) as[(t * N + n) * W + l] = a;
+                const $T v = a * hp[n * W + l] + x[l] * bn;
+                hc[n * W + l] = v;
+                y[l] += v * cn;
+            }
+        }
+        for (long l = 0; l < W; ++l) yt[t * W + l] = y[l];
+    }
+}
+
 /* work: 4 * L * W */
 INLINE void fwd_block_$S(const $T* restrict u, const $T* restrict dl, const $T* restrict AT,
                          const $T* restrict Bt, const $T* restrict Ct, const $T* restrict Dv,
@@ -330,26 +360,7 @@ INLINE void fwd_block_$S(const $T* restrict u, const $T* restrict dl, const $T* 
     else
         for (long k = 0; k < N * W; ++k) h[k] = 0;
     for (long l = 0; l < W; ++l) Dd[l] = Dv ? Dv[d0 + l] : ($T)0;
-    for (long t = 0; t < L; ++t) {
-        const $T* restrict ur = ut + t * W;
-        const $T* restrict dr = dt + t * W;
-        $T x[W], y[W];
-        for (long l = 0; l < W; ++l) {
-            x[l] = dr[l] * ur[l];
-            y[l] = Dd[l] * ur[l];
-        }
-        for (long n = 0; n < N; ++n) {
-            const $T bn = Bb[t * N + n], cn = Cb[t * N + n];
-            const $T* restrict An = AT + n * D + d0;
-            $T* restrict hn = h + n * W;
-            for (long l = 0; l < W; ++l) {
-                const $T v = exp_$S(dr[l] * An[l]) * hn[l] + x[l] * bn;
-                hn[l] = v;
-                y[l] += v * cn;
-            }
-        }
-        for (long l = 0; l < W; ++l) yt[t * W + l] = y[l];
-    }
+    scan_block_$S(ut, dt, AT, Bb, Cb, Dd, h, NULL, yt, 0, d0, D, L, N);
     if (z) {
         LOAD(zt, z, 2);
         for (long k = 0; k < L * W; ++k) yt[k] *= zt[k] / (($T)1 + exp_$S(-zt[k]));
@@ -386,30 +397,7 @@ INLINE void bwd_block_$S(const $T* restrict u, const $T* restrict dl, const $T* 
     for (long l = 0; l < W; ++l) Dd[l] = Dv ? Dv[d0 + l] : ($T)0;
     /* recompute the states (and y before the gate) */
     for (long k = 0; k < N * W; ++k) hs[k] = 0;
-    for (long t = 0; t < L; ++t) {
-        const $T* restrict ur = ut + t * W;
-        const $T* restrict dr = dt + t * W;
-        $T x[W], y[W];
-        for (long l = 0; l < W; ++l) {
-            x[l] = dr[l] * ur[l];
-            y[l] = Dd[l] * ur[l];
-        }
-        for (long n = 0; n < N; ++n) {
-            const $T bn = Bb[t * N + n], cn = Cb[t * N + n];
-            const $T* restrict An = AT + n * D + d0;
-            const $T* restrict hp = hs + (t * N + n) * W;
-            $T* restrict hc = hs + ((t + 1) * N + n) * W;
-            $T* restrict ap = as + (t * N + n) * W;
-            for (long l = 0; l < W; ++l) {
-                const $T a = exp_$S(dr[l] * An[l]);
-                ap[l] = a;
-                const $T v = a * hp[l] + x[l] * bn;
-                hc[l] = v;
-                y[l] += v * cn;
-            }
-        }
-        for (long l = 0; l < W; ++l) yt[t * W + l] = y[l];
-    }
+    scan_block_$S(ut, dt, AT, Bb, Cb, Dd, hs, as, yt, 1, d0, D, L, N);
     /* through the gate, out = y * silu(z): dz, and gt becomes dL/dy */
     if (z) {
         LOAD(zt, z, 2);
