@@ -324,6 +324,36 @@ def test_causal_conv1d_is_causal_and_matches_definition():
     torch.testing.assert_close(ss.causal_conv1d(x, w, b), F.silu(ref + b[:, None]))
 
 
+@pytest.mark.skipif(not _impl_available("c"), reason="C kernel unavailable")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("activation", ["silu", None])
+@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no_bias"])
+# (batch, dim, L, width): SIMD-sized and odd channel counts, L shorter than the kernel, another width
+@pytest.mark.parametrize("shape", [(3, 35, 7, 4), (2, 64, 30, 4), (2, 20, 2, 4), (1, 16, 9, 3)])
+def test_fused_conv_on_channels_last_inputs_matches_conv1d(dtype, activation, with_bias, shape):
+    batch, dim, L, width = shape
+    generator = torch.Generator().manual_seed(3)
+    # x as a transposed linear layer's half: a (batch, dim, L) view with unit channel stride
+    wide = torch.randn(batch, L, 2 * dim, dtype=dtype, generator=generator, requires_grad=True)
+    w = torch.randn(dim, width, dtype=dtype, generator=generator, requires_grad=True)
+    b = torch.randn(dim, dtype=dtype, generator=generator, requires_grad=True) if with_bias else None
+    leaves = [t for t in (wide, w, b) if t is not None]
+    x = wide[..., :dim].transpose(1, 2)
+    grad_out = torch.randn(batch, dim, L, dtype=dtype, generator=generator)
+
+    def values_and_grads(out):
+        grads = torch.autograd.grad((out * grad_out).sum(), leaves)
+        return [out, *grads]
+
+    fused = values_and_grads(ss.causal_conv1d(x, w, b, activation, backend="fused_cpu"))
+    ref = F.conv1d(x, w.unsqueeze(1), b, padding=width - 1, groups=dim)[..., :L]
+    reference = values_and_grads(F.silu(ref) if activation else ref)
+    assert fused[0].stride(1) == 1, "channels-last in, channels-last out"
+    tolerance = {"rtol": 1e-10, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-5}
+    for name, got, expected in zip(["out", "dx", "dweight", "dbias"], fused, reference, strict=False):
+        torch.testing.assert_close(got, expected, **tolerance, msg=name)
+
+
 def test_resolve_backend_auto_and_errors():
     cpu = torch.zeros(1)
     if importlib.util.find_spec("numba") is not None:

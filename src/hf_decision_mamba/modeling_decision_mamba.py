@@ -157,6 +157,13 @@ class DecisionMambaMixer(nn.Module):
         if self.conv1d.bias is not None:
             init.zeros_(self.conv1d.bias)
 
+    def _in_proj(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x and z, (batch, L, inner) each: `in_proj`'s two halves as two products. Their gradients then reach
+        `in_proj` without being concatenated and copied back into (batch * L, 2 * inner)."""
+        inner, weight, bias = self.config.intermediate_size, self.in_proj.weight, self.in_proj.bias
+        halves = (slice(None, inner), slice(inner, None))
+        return tuple(F.linear(hidden, weight[h], None if bias is None else bias[h]) for h in halves)
+
     def _ssm_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """From the conv output x (..., inner) compute the step size and the input-dependent B and C."""
         rank, n = self.config.time_step_rank, self.config.state_size
@@ -168,7 +175,7 @@ class DecisionMambaMixer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Parallel forward over (batch, L, hidden); `mask` (batch, L) zeroes padded inputs and step sizes."""
         backend = self.config.scan_backend
-        x, z = self.in_proj(hidden).transpose(1, 2).chunk(2, dim=1)  # (batch, inner, L) each
+        x, z = (t.transpose(1, 2) for t in self._in_proj(hidden))  # (batch, inner, L), channels-last
         if mask is not None:
             x = x * mask[:, None, :]
         x = causal_conv1d(

@@ -619,6 +619,119 @@ int ssm_bwd_$S(const $T* u, const $T* dl, const $T* A, const $T* AT, const $T* B
                             bounds[k], bounds[k + 1], D, L, N);
     return err;
 }
+
+/* ---------------- depthwise causal conv over time, (batch, L, C) layout ----------------
+   x row (b, t) starts at x + b * xb + t * xt, channels contiguous; out, dout, dx: contiguous (batch, L, C);
+   wT: (K, C) (the taps of channel c at wT[k * C + c]); bias: (C,) or NULL.
+   pre[b, t, c] = bias[c] + sum_k wT[k, c] * x[b, t - K + 1 + k, c] (zero before t = 0); out = silu(pre) or pre.
+   Each chunk covers the channels bounds[k]..bounds[k + 1] of every (b, t), so dwT and dbias need no
+   partial sums. */
+
+/* pre (batch element b, channels c0..c1) into row-major rows[L][cw] */
+INLINE void conv_pre_$S(const $T* restrict x, long xb, long xt, const $T* restrict wT, const $T* restrict bias,
+                        $T* restrict rows, long b, long L, long C, long K, long c0, long c1) {
+    const long cw = c1 - c0;
+    for (long t = 0; t < L; ++t) {
+        $T* restrict r = rows + t * cw;
+        for (long c = 0; c < cw; ++c) r[c] = bias ? bias[c0 + c] : ($T)0;
+        for (long k = 0; k < K; ++k) {
+            const long tt = t - K + 1 + k;
+            if (tt < 0) continue;
+            const $T* restrict xr = x + b * xb + tt * xt + c0;
+            const $T* restrict wk = wT + k * C + c0;
+            for (long c = 0; c < cw; ++c) r[c] += wk[c] * xr[c];
+        }
+    }
+}
+
+static int conv_fwd_range_$S(const $T* x, long xb, long xt, const $T* wT, const $T* bias, $T* out, long B,
+                             long L, long C, long K, int silu, long c0, long c1) {
+    const long cw = c1 - c0;
+    $T* rows = ($T*)malloc((size_t)(L * cw) * sizeof($T));
+    if (!rows) return 1;
+    for (long b = 0; b < B; ++b) {
+        conv_pre_$S(x, xb, xt, wT, bias, rows, b, L, C, K, c0, c1);
+        for (long t = 0; t < L; ++t) {
+            const $T* restrict r = rows + t * cw;
+            $T* restrict o = out + (b * L + t) * C + c0;
+            if (silu)
+                for (long c = 0; c < cw; ++c) o[c] = r[c] / (($T)1 + exp_$S(-r[c]));
+            else
+                for (long c = 0; c < cw; ++c) o[c] = r[c];
+        }
+    }
+    free(rows);
+    return 0;
+}
+
+/* dx must come zeroed; dwT (K, C) and dbias (C,) are added to */
+static int conv_bwd_range_$S(const $T* x, long xb, long xt, const $T* wT, const $T* bias, const $T* dout,
+                             $T* dx, $T* dwT, $T* dbias, long B, long L, long C, long K, int silu, long c0,
+                             long c1) {
+    const long cw = c1 - c0;
+    $T* g = ($T*)malloc((size_t)(L * cw) * sizeof($T));
+    if (!g) return 1;
+    for (long b = 0; b < B; ++b) {
+        conv_pre_$S(x, xb, xt, wT, bias, g, b, L, C, K, c0, c1);
+        for (long t = 0; t < L; ++t) { /* g: dL/dpre */
+            $T* restrict gr = g + t * cw;
+            const $T* restrict dr = dout + (b * L + t) * C + c0;
+            if (silu)
+                for (long c = 0; c < cw; ++c) {
+                    const $T s = ($T)1 / (($T)1 + exp_$S(-gr[c]));
+                    gr[c] = dr[c] * s * (($T)1 + gr[c] * (($T)1 - s));
+                }
+            else
+                for (long c = 0; c < cw; ++c) gr[c] = dr[c];
+            if (dbias)
+                for (long c = 0; c < cw; ++c) dbias[c0 + c] += gr[c];
+        }
+        for (long t = 0; t < L; ++t) {
+            const $T* restrict gr = g + t * cw;
+            for (long k = 0; k < K; ++k) {
+                const long tt = t - K + 1 + k;
+                if (tt < 0) continue;
+                const $T* restrict xr = x + b * xb + tt * xt + c0;
+                const $T* restrict wk = wT + k * C + c0;
+                $T* restrict dxr = dx + (b * L + tt) * C + c0;
+                $T* restrict dwk = dwT + k * C + c0;
+                for (long c = 0; c < cw; ++c) {
+                    dxr[c] += wk[c] * gr[c];
+                    dwk[c] += gr[c] * xr[c];
+                }
+            }
+        }
+    }
+    free(g);
+    return 0;
+}
+
+int conv_fwd_$S(const $T* x, long xb, long xt, const $T* wT, const $T* bias, $T* out, long B, long L, long C,
+                long K, int silu, const long* bounds, long nchunks) {
+    if (nchunks == 1) return conv_fwd_range_$S(x, xb, xt, wT, bias, out, B, L, C, K, silu, bounds[0], bounds[1]);
+    int err = 0;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nchunks) schedule(static, 1) reduction(| : err)
+#endif
+    for (long k = 0; k < nchunks; ++k)
+        err |= conv_fwd_range_$S(x, xb, xt, wT, bias, out, B, L, C, K, silu, bounds[k], bounds[k + 1]);
+    return err;
+}
+
+int conv_bwd_$S(const $T* x, long xb, long xt, const $T* wT, const $T* bias, const $T* dout, $T* dx, $T* dwT,
+                $T* dbias, long B, long L, long C, long K, int silu, const long* bounds, long nchunks) {
+    if (nchunks == 1)
+        return conv_bwd_range_$S(x, xb, xt, wT, bias, dout, dx, dwT, dbias, B, L, C, K, silu, bounds[0],
+                                 bounds[1]);
+    int err = 0;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nchunks) schedule(static, 1) reduction(| : err)
+#endif
+    for (long k = 0; k < nchunks; ++k)
+        err |= conv_bwd_range_$S(x, xb, xt, wT, bias, dout, dx, dwT, dbias, B, L, C, K, silu, bounds[k],
+                                 bounds[k + 1]);
+    return err;
+}
 """
 
 
@@ -734,6 +847,12 @@ def _declare(lib: ctypes.CDLL) -> None:
         bwd = getattr(lib, f"ssm_bwd_{sfx}")
         bwd.argtypes = [vp] * 19 + [lg] * 5
         bwd.restype = ctypes.c_int
+        conv_fwd = getattr(lib, f"conv_fwd_{sfx}")
+        conv_fwd.argtypes = [vp, lg, lg, vp, vp, vp] + [lg] * 4 + [ctypes.c_int, vp, lg]
+        conv_fwd.restype = ctypes.c_int
+        conv_bwd = getattr(lib, f"conv_bwd_{sfx}")
+        conv_bwd.argtypes = [vp, lg, lg, vp, vp, vp, vp, vp, vp] + [lg] * 4 + [ctypes.c_int, vp, lg]
+        conv_bwd.restype = ctypes.c_int
     lib.ssm_has_openmp.argtypes = []
     lib.ssm_has_openmp.restype = ctypes.c_int
 
@@ -1153,6 +1272,48 @@ class _FusedScanFn(torch.autograd.Function):
         return (*cast, None, None)
 
 
+def _conv_call(direction: str, *tensors: torch.Tensor | None, x: torch.Tensor, silu: bool) -> None:
+    """Run the C conv kernel `conv_{direction}` over channel chunks; x: (batch, L, C), unit channel stride."""
+    batch, L, channels = x.shape
+    K = tensors[0].shape[0]  # wT: (K, C)
+    fn = getattr(_c_lib, f"conv_{direction}_{'f64' if x.dtype == torch.float64 else 'f32'}")
+    ptrs = [_ptr(t) for t in tensors]
+    bounds = _chunk_bounds(channels, batch * L * channels * K, "c")
+    _run_c(
+        lambda b, n, k: fn(_ptr(x), x.stride(0), x.stride(1), *ptrs, batch, L, channels, K, silu, b, n),
+        bounds,
+    )
+
+
+class _FusedConvFn(torch.autograd.Function):
+    """Fused CPU depthwise causal conv (+ SiLU) on x (batch, L, C) with unit channel stride; returns a contiguous
+    (batch, L, C). The backward recomputes the pre-activation rather than storing it."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, silu):
+        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        xc = x.detach().to(dtype)
+        wT = weight.detach().to(dtype).t().contiguous()  # (K, C): each tap's weights contiguous over channels
+        bc = bias.detach().to(dtype).contiguous() if bias is not None else None
+        out = torch.empty(x.shape, dtype=dtype)
+        _conv_call("fwd", wT, bc, out, x=xc, silu=silu)
+        ctx.save_for_backward(xc, wT, bc)
+        ctx.silu = silu
+        ctx.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
+        return out.to(x.dtype)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dout):
+        xc, wT, bc = ctx.saved_tensors
+        dout = dout.to(xc.dtype).contiguous()
+        dx, dwT = torch.zeros(xc.shape, dtype=xc.dtype), torch.zeros_like(wT)
+        dbias = torch.zeros_like(bc) if bc is not None else None
+        _conv_call("bwd", wT, bc, dout, dx, dwT, dbias, x=xc, silu=ctx.silu)
+        x_dtype, w_dtype, b_dtype = ctx.dtypes
+        return dx.to(x_dtype), dwT.t().to(w_dtype), None if dbias is None else dbias.to(b_dtype), None
+
+
 def _selective_scan_fused(u, delta, A, B, C, D=None, z=None, return_last_state=False, impl=None):
     """Fused CPU path; impl None picks C, else numba ("c" / "numba" force one, for tests)."""
     if impl is None:
@@ -1392,12 +1553,15 @@ def causal_conv1d(
 ) -> torch.Tensor:
     """Depthwise causal conv: x (batch, dim, L), weight (dim, width), bias (dim,) -> (batch, dim, L).
 
-    activation is None or "silu" (alias "swish")."""
+    activation is None or "silu" (alias "swish"). On the fused CPU path, a channels-last x (unit channel
+    stride, as a transposed linear layer's output is) goes through the C kernel and comes back channels-last."""
     if activation not in (None, "silu", "swish"):
         raise ValueError(f"activation must be None or 'silu', got {activation!r}")
     name = resolve_backend(backend, x)
     if name == "cuda":
         return _load_cuda_kernels()["conv"](x, weight, bias, activation=activation)
+    if name == "fused_cpu" and x.stride(1) == 1 and _fused_impl() == "c":  # channels-last: no layout copies
+        return _FusedConvFn.apply(x.transpose(1, 2), weight, bias, activation is not None).transpose(1, 2)
     width = weight.shape[1]
     bias = bias.to(x.dtype) if bias is not None else None
     out = F.conv1d(x, weight.to(x.dtype).unsqueeze(1), bias, padding=width - 1, groups=weight.shape[0])
