@@ -247,6 +247,28 @@ def test_a_vector_env_pool_keeps_its_envs_across_evaluations_until_closed(monkey
     assert first["results"][0]["returns"] == again["results"][0]["returns"] == alone["results"][0]["returns"]
 
 
+class FailingAtariPolicy(AtariPolicy):
+    """`AtariPolicy` that raises at its 5th step."""
+
+    def act(self, observation: np.ndarray, reward: np.ndarray | None) -> np.ndarray:
+        if self.step == 4:
+            raise RuntimeError("policy failed")
+        return super().act(observation, reward)
+
+
+def test_a_failed_evaluation_empties_the_pool_and_the_next_one_rebuilds(monkeypatch):
+    log = BuildLog()
+    monkeypatch.setattr(rollout, "build_vector_env", log)
+    kwargs = {"env_id": "breakout", "num_episodes": 2, "max_episode_steps": 50, "progress": False}
+    with VectorEnvPool() as pool:
+        with pytest.raises(RuntimeError, match="policy failed"):
+            evaluate_policy(FailingAtariPolicy(), envs=pool, **kwargs)
+        assert log.closed == [True], "an env with a step in flight is not reused"
+        after = evaluate_policy(AtariPolicy(), envs=pool, **kwargs)
+        assert log.closed == [True, False]
+    assert after["results"][0]["returns"] == evaluate_policy(AtariPolicy(), **kwargs)["results"][0]["returns"]
+
+
 def test_every_target_is_evaluated_and_passed_to_reset():
     policy = LinearPolicy()
     report = evaluate_policy(

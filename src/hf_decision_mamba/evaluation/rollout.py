@@ -277,6 +277,21 @@ class VectorEnvPool:
         self.close()
 
 
+@contextlib.contextmanager
+def _evaluation_envs(envs: VectorEnvPool | None) -> Iterator[VectorEnvPool]:
+    """`envs`, left open afterwards, or a pool of this evaluation's own, closed at the end. A failed evaluation
+    empties `envs` too: an interrupted rollout can leave env steps in flight."""
+    pool = VectorEnvPool() if envs is None else envs
+    try:
+        yield pool
+    except BaseException:
+        pool.close()
+        raise
+    finally:
+        if envs is None:
+            pool.close()
+
+
 def run_episodes(
     policy: Policy,
     env_id: str,
@@ -384,8 +399,7 @@ def evaluate_policy(
     bar = tqdm(
         total=num_episodes * len(targets), desc=f"Evaluating {env_id}", unit="episode", disable=not progress
     )
-    pool = VectorEnvPool() if envs is None else contextlib.nullcontext(envs)  # a pool of our own is closed
-    with bar, _inference(model_or_policy, seed), pool as envs:
+    with bar, _inference(model_or_policy, seed), _evaluation_envs(envs) as envs:
         policy = build_policy(model_or_policy, mode, targets[0], deterministic)
         if targets == [None]:  # report the target the policy falls back to (e.g. config.target_return)
             targets = [_default_target(policy)]
