@@ -132,6 +132,21 @@ INLINE double exp_f64(double x) { return exp(x); }
 
 #define W 16 /* channels per SIMD block */
 
+/* The body of an entry point: return the OR of the error codes of CALL over the chunks k = 0 .. nchunks - 1
+   (CALL reads k, e.g. bounds[k]). One chunk runs here without any OpenMP call, which is safe in a forked
+   child; more run on the process's OpenMP pool. */
+#define OVER_CHUNKS(CALL)                                                                              \
+    do {                                                                                               \
+        if (nchunks == 1) {                                                                            \
+            const long k = 0;                                                                          \
+            return CALL;                                                                               \
+        }                                                                                              \
+        int err = 0;                                                                                   \
+        _Pragma("omp parallel for num_threads(nchunks) schedule(static, 1) reduction(| : err)")        \
+        for (long k = 0; k < nchunks; ++k) err |= CALL;                                                \
+        return err;                                                                                    \
+    } while (0)
+
 int ssm_has_openmp(void) {
 #ifdef _OPENMP
     return 1;
@@ -590,34 +605,16 @@ static int bwd_range_$S(const $T* u, const $T* dl, const $T* A, const $T* AT, co
 int ssm_fwd_$S(const $T* u, const $T* dl, const $T* A, const $T* AT, const $T* Bt, const $T* Ct,
                const $T* Dv, const $T* z, const $T* h0, $T* out, $T* last, const long* S,
                const long* bounds, long nchunks, long D, long L, long N) {
-    if (nchunks == 1) /* no OpenMP call at all: safe in a forked child */
-        return fwd_range_$S(u, dl, A, AT, Bt, Ct, Dv, z, h0, out, last, S, bounds[0], bounds[1], D, L, N);
-    int err = 0;
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(nchunks) schedule(static, 1) reduction(| : err)
-#endif
-    for (long k = 0; k < nchunks; ++k)
-        err |= fwd_range_$S(u, dl, A, AT, Bt, Ct, Dv, z, h0, out, last, S, bounds[k], bounds[k + 1], D, L,
-                            N);
-    return err;
+    OVER_CHUNKS(fwd_range_$S(u, dl, A, AT, Bt, Ct, Dv, z, h0, out, last, S, bounds[k], bounds[k + 1], D, L, N));
 }
 
 int ssm_bwd_$S(const $T* u, const $T* dl, const $T* A, const $T* AT, const $T* Bt, const $T* Ct,
                const $T* Dv, const $T* z, const $T* dout, const $T* dlast, $T* du, $T* ddl, $T* dAT,
                $T* dBt, $T* dCt, $T* dD, $T* dz, const long* S, const long* bounds, long nchunks,
                long batch, long D, long L, long N) {
-    if (nchunks == 1)
-        return bwd_range_$S(u, dl, A, AT, Bt, Ct, Dv, z, dout, dlast, du, ddl, dAT, dBt, dCt, dD, dz, S,
-                            bounds[0], bounds[1], D, L, N);
-    int err = 0;
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(nchunks) schedule(static, 1) reduction(| : err)
-#endif
-    for (long k = 0; k < nchunks; ++k)
-        err |= bwd_range_$S(u, dl, A, AT, Bt, Ct, Dv, z, dout, dlast, du, ddl, dAT + k * N * D,
-                            dBt + k * batch * L * N, dCt + k * batch * L * N, dD ? dD + k * D : dD, dz, S,
-                            bounds[k], bounds[k + 1], D, L, N);
-    return err;
+    OVER_CHUNKS(bwd_range_$S(u, dl, A, AT, Bt, Ct, Dv, z, dout, dlast, du, ddl, dAT + k * N * D,
+                             dBt + k * batch * L * N, dCt + k * batch * L * N, dD ? dD + k * D : dD, dz, S,
+                             bounds[k], bounds[k + 1], D, L, N));
 }
 
 /* ---------------- depthwise causal conv over time, (batch, L, C) layout ----------------
@@ -708,29 +705,13 @@ static int conv_bwd_range_$S(const $T* x, long xb, long xt, const $T* wT, const 
 
 int conv_fwd_$S(const $T* x, long xb, long xt, const $T* wT, const $T* bias, $T* out, long B, long L, long C,
                 long K, int silu, const long* bounds, long nchunks) {
-    if (nchunks == 1) return conv_fwd_range_$S(x, xb, xt, wT, bias, out, B, L, C, K, silu, bounds[0], bounds[1]);
-    int err = 0;
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(nchunks) schedule(static, 1) reduction(| : err)
-#endif
-    for (long k = 0; k < nchunks; ++k)
-        err |= conv_fwd_range_$S(x, xb, xt, wT, bias, out, B, L, C, K, silu, bounds[k], bounds[k + 1]);
-    return err;
+    OVER_CHUNKS(conv_fwd_range_$S(x, xb, xt, wT, bias, out, B, L, C, K, silu, bounds[k], bounds[k + 1]));
 }
 
 int conv_bwd_$S(const $T* x, long xb, long xt, const $T* wT, const $T* bias, const $T* dout, $T* dx, $T* dwT,
                 $T* dbias, long B, long L, long C, long K, int silu, const long* bounds, long nchunks) {
-    if (nchunks == 1)
-        return conv_bwd_range_$S(x, xb, xt, wT, bias, dout, dx, dwT, dbias, B, L, C, K, silu, bounds[0],
-                                 bounds[1]);
-    int err = 0;
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(nchunks) schedule(static, 1) reduction(| : err)
-#endif
-    for (long k = 0; k < nchunks; ++k)
-        err |= conv_bwd_range_$S(x, xb, xt, wT, bias, dout, dx, dwT, dbias, B, L, C, K, silu, bounds[k],
-                                 bounds[k + 1]);
-    return err;
+    OVER_CHUNKS(conv_bwd_range_$S(x, xb, xt, wT, bias, dout, dx, dwT, dbias, B, L, C, K, silu, bounds[k],
+                                  bounds[k + 1]));
 }
 """
 
@@ -1272,12 +1253,15 @@ class _FusedScanFn(torch.autograd.Function):
         return (*cast, None, None)
 
 
-def _conv_call(direction: str, *tensors: torch.Tensor | None, x: torch.Tensor, silu: bool) -> None:
-    """Run the C conv kernel `conv_{direction}` over channel chunks; x: (batch, L, C), unit channel stride."""
+def _conv_call(
+    direction: str, x: torch.Tensor, wT: torch.Tensor, *rest: torch.Tensor | None, silu: bool
+) -> None:
+    """Run the C conv kernel `conv_{direction}` over channel chunks; x: (batch, L, C), unit channel stride;
+    wT: (K, C); `rest`: the kernel's remaining tensor arguments, in its order."""
     batch, L, channels = x.shape
-    K = tensors[0].shape[0]  # wT: (K, C)
+    K = wT.shape[0]
     fn = getattr(_c_lib, f"conv_{direction}_{'f64' if x.dtype == torch.float64 else 'f32'}")
-    ptrs = [_ptr(t) for t in tensors]
+    ptrs = [_ptr(t) for t in (wT, *rest)]
     bounds = _chunk_bounds(channels, batch * L * channels * K, "c")
     _run_c(
         lambda b, n, k: fn(_ptr(x), x.stride(0), x.stride(1), *ptrs, batch, L, channels, K, silu, b, n),
@@ -1296,7 +1280,7 @@ class _FusedConvFn(torch.autograd.Function):
         wT = weight.detach().to(dtype).t().contiguous()  # (K, C): each tap's weights contiguous over channels
         bc = bias.detach().to(dtype).contiguous() if bias is not None else None
         out = torch.empty(x.shape, dtype=dtype)
-        _conv_call("fwd", wT, bc, out, x=xc, silu=silu)
+        _conv_call("fwd", xc, wT, bc, out, silu=silu)
         ctx.save_for_backward(xc, wT, bc)
         ctx.silu = silu
         ctx.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
@@ -1309,7 +1293,7 @@ class _FusedConvFn(torch.autograd.Function):
         dout = dout.to(xc.dtype).contiguous()
         dx, dwT = torch.zeros(xc.shape, dtype=xc.dtype), torch.zeros_like(wT)
         dbias = torch.zeros_like(bc) if bc is not None else None
-        _conv_call("bwd", wT, bc, dout, dx, dwT, dbias, x=xc, silu=ctx.silu)
+        _conv_call("bwd", xc, wT, bc, dout, dx, dwT, dbias, silu=ctx.silu)
         x_dtype, w_dtype, b_dtype = ctx.dtypes
         return dx.to(x_dtype), dwT.t().to(w_dtype), None if dbias is None else dbias.to(b_dtype), None
 

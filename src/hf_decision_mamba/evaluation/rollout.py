@@ -225,7 +225,7 @@ def _run_wave(
     bar: tqdm,
 ) -> EpisodeBatch:
     """Run one episode per seed, the seeds split in order over the (policy, env) groups, which take turns."""
-    groups = np.array_split(seeds, len(envs))
+    groups = np.split(seeds, np.cumsum([env.num_envs for env in envs])[:-1])
     rollouts = [
         _Rollout(p, e, group, target, cap) for p, e, group in zip(policies, envs, groups, strict=True)
     ]
