@@ -62,6 +62,20 @@ def test_left_padding_does_not_change_real_positions(preset_name, backend):
     torch.testing.assert_close(padded, plain, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_dropout_acts_in_training_mode_only_and_follows_the_seed(backend):
+    model = tiny_model("dmamba-mujoco", scan_backend=backend, dropout=0.3)
+    batch = make_batch(model.config, batch=2, steps=5)
+    evaluated = model(**batch).action_preds
+    torch.testing.assert_close(model(**batch).action_preds, evaluated)
+    model.train()
+    torch.manual_seed(5)
+    first, second = model(**batch).action_preds, model(**batch).action_preds
+    torch.manual_seed(5)
+    torch.testing.assert_close(model(**batch).action_preds, first)
+    assert (first - second).abs().max() > 1e-4 and (first - evaluated).abs().max() > 1e-4
+
+
 def test_padding_differs_from_real_history():
     """The padding check above could pass vacuously if the model ignored history; it must not."""
     model = tiny_model("dmamba-mujoco")

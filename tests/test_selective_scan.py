@@ -354,6 +354,65 @@ def test_fused_conv_on_channels_last_inputs_matches_conv1d(dtype, activation, wi
         torch.testing.assert_close(got, expected, **tolerance, msg=name)
 
 
+needs_c = pytest.mark.skipif(not _impl_available("c"), reason="C kernel unavailable")
+
+
+@needs_c
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("with_residual", [True, False], ids=["residual", "plain"])
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_fused_dropout_drops_a_fraction_p_scales_the_rest_and_routes_gradients_through_the_same_mask(
+    dtype, with_residual, p
+):
+    n = 200_003  # large enough to split into threads, and not a multiple of the chunk alignment
+    x = (torch.rand(n, dtype=dtype) + 0.5).requires_grad_()  # never zero: a zero output means dropped
+    residual = torch.randn(n, dtype=dtype, requires_grad=True) if with_residual else None
+    out = ss.dropout_add(x, p, residual, backend="fused_cpu")
+    dropped = out - residual if with_residual else out
+    kept = dropped != 0
+    assert abs(1 - kept.double().mean().item() - p) < 5 * (p * (1 - p) / n) ** 0.5
+    torch.testing.assert_close(dropped[kept], x[kept] / (1 - p))
+    # neighbouring draws are independent: P(both kept) ~ (1 - p)^2
+    both = (kept[1:] & kept[:-1]).double().mean().item()
+    assert abs(both - (1 - p) ** 2) < 5 * (1 / n) ** 0.5
+    grad_out = torch.randn(n, dtype=dtype)
+    out.backward(grad_out)
+    torch.testing.assert_close(x.grad, torch.where(kept, grad_out / (1 - p), torch.zeros_like(grad_out)))
+    if with_residual:
+        torch.testing.assert_close(residual.grad, grad_out)
+
+
+@needs_c
+def test_fused_dropout_follows_torch_manual_seed_and_draws_a_new_mask_per_call():
+    x = torch.ones(4096)
+    torch.manual_seed(0)
+    first, second = ss.dropout_add(x, 0.3, backend="fused_cpu"), ss.dropout_add(x, 0.3, backend="fused_cpu")
+    torch.manual_seed(0)
+    again = ss.dropout_add(x, 0.3, backend="fused_cpu")
+    assert torch.equal(first, again)
+    assert not torch.equal(first, second)
+
+
+@pytest.mark.parametrize("backend", ["torch", "auto"])
+def test_dropout_add_without_training_or_with_p_zero_is_the_plain_sum(backend):
+    x, residual = torch.randn(3, 5, 8), torch.randn(3, 5, 8)
+    torch.testing.assert_close(
+        ss.dropout_add(x, 0.4, residual, training=False, backend=backend), residual + x
+    )
+    torch.testing.assert_close(ss.dropout_add(x, 0.0, residual, backend=backend), residual + x)
+    assert torch.equal(ss.dropout_add(x, 1.0, backend=backend), torch.zeros_like(x))
+    with pytest.raises(ValueError, match="dropout probability"):
+        ss.dropout_add(x, 1.5, residual, backend=backend)
+
+
+def test_dropout_add_on_the_torch_backend_is_torch_dropout():
+    x, residual = torch.randn(3, 5, 8), torch.randn(3, 5, 8)
+    torch.manual_seed(1)
+    got = ss.dropout_add(x, 0.2, residual, backend="torch")
+    torch.manual_seed(1)
+    torch.testing.assert_close(got, residual + F.dropout(x, 0.2))
+
+
 def test_resolve_backend_auto_and_errors():
     cpu = torch.zeros(1)
     if importlib.util.find_spec("numba") is not None:

@@ -22,7 +22,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .configuration_decision_mamba import DecisionMambaConfig
-from .selective_scan import causal_conv1d, selective_scan, selective_state_update
+from .selective_scan import causal_conv1d, dropout_add, selective_scan, selective_state_update
 
 # ----------------------------------------------------------------------------------------------------------
 # Outputs and recurrent cache
@@ -232,6 +232,21 @@ def hidden_attention(delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: t
     return attention.masked_fill(~causal, 0.0).mean(1)
 
 
+class DecisionMambaDropout(nn.Module):
+    """`nn.Dropout` that can also add a residual: `residual + dropout(x)`, one fused pass on the CPU path
+    (see `dropout_add`)."""
+
+    def __init__(self, config: DecisionMambaConfig) -> None:
+        super().__init__()
+        self.config, self.p = config, config.dropout
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        return dropout_add(x, self.p, residual, self.training, self.config.scan_backend)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 class DecisionMambaMLP(nn.Module):
     """The transformer feed-forward network: Linear, GELU, Linear."""
 
@@ -255,10 +270,10 @@ class DecisionMambaBlock(nn.Module):
         self.local_mixer = DecisionMambaMixer(config) if config.block_type == "gloma" else None
         self.mlp_norm = make_norm(config) if config.use_mlp else None
         self.mlp = DecisionMambaMLP(config) if config.use_mlp else None
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = DecisionMambaDropout(config)
 
     def _residual(self, residual: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
-        return residual + self.dropout(update).to(residual.dtype)
+        return self.dropout(update.to(residual.dtype), residual)
 
     def _feed_forward(self, residual: torch.Tensor) -> torch.Tensor:
         if self.mlp is None:
@@ -446,7 +461,7 @@ class DecisionMambaModel(DecisionMambaPreTrainedModel):
         self.embed_proj = (
             nn.Linear(projected, config.hidden_size) if projected != config.hidden_size else None
         )
-        self.embed_dropout = nn.Dropout(config.dropout)
+        self.embed_dropout = DecisionMambaDropout(config)
         self.layers = nn.ModuleList(DecisionMambaBlock(config) for _ in range(config.num_hidden_layers))
         self.norm_f = make_norm(config)
         self.predict_action = nn.Linear(config.hidden_size, config.act_dim)

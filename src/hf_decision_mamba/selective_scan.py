@@ -1,11 +1,13 @@
-"""Selective scan (Mamba-1 SSM) and depthwise causal conv for Decision Mamba, with three backends.
+"""Selective scan (Mamba-1 SSM), depthwise causal conv and residual dropout for Decision Mamba, with three
+backends.
 
 * ``"cuda"``: the ``mamba_ssm`` / ``causal_conv1d`` kernels (optional packages, GPU only).
 * ``"fused_cpu"``: a fused CPU kernel with a hand-written backward that never materialises
   ``(batch, dim, L, N)`` tensors. It is a small C file compiled on first use with the system C compiler
   (cached per user, keyed by a hash of the source, flags and CPU) and loaded with ``ctypes``; without a
   compiler the same algorithm runs through ``numba`` (``cache=True``). Threads: see the notes below.
-  It also serves ``selective_state_update`` (one or a few recurrent steps from a given state).
+  It also serves ``selective_state_update`` (one or a few recurrent steps from a given state), and
+  ``causal_conv1d`` and ``dropout_add`` through the C kernel.
 * ``"torch"``: pure PyTorch, any device; the fallback and the reference.
 
 This file is also shipped as Hugging Face remote code: its top-level imports are the standard library and
@@ -48,6 +50,7 @@ __all__ = [
     "available_backends",
     "causal_conv1d",
     "causal_conv1d_update",
+    "dropout_add",
     "resolve_backend",
     "selective_scan",
     "selective_state_update",
@@ -57,6 +60,7 @@ BACKENDS = ("cuda", "fused_cpu", "torch")
 _FUSED_IMPL_ENV = "HF_DECISION_MAMBA_FUSED_IMPL"  # "auto" (default), "c" or "numba"
 _CACHE_ENV = "HF_DECISION_MAMBA_CACHE"  # folder for the compiled C kernel
 _THREADS_ENV = "HF_DECISION_MAMBA_THREADS"  # threads for the fused CPU scan (see _num_chunks)
+_DROPOUT_WORK = 4  # a dropout element costs about as much as this many state updates (for _num_chunks)
 
 # ----------------------------------------------------------------------------------------------------------
 # Optional CUDA kernels
@@ -129,6 +133,16 @@ INLINE float exp_f32(float x) {
 }
 
 INLINE double exp_f64(double x) { return exp(x); }
+
+/* Dropout's keep decision for element i: a counter-based generator (splitmix64's output function on
+   seed + i * golden ratio), so any element's draw is computed independently, in any order or thread. The
+   element is dropped with probability threshold / 2^32. */
+INLINE int kept(uint64_t seed, long i, uint32_t threshold) {
+    uint64_t z = seed + (uint64_t)i * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return (uint32_t)((z ^ (z >> 31)) >> 32) >= threshold;
+}
 
 #define W 16 /* channels per SIMD block */
 
@@ -713,6 +727,24 @@ int conv_bwd_$S(const $T* x, long xb, long xt, const $T* wT, const $T* bias, con
     OVER_CHUNKS(conv_bwd_range_$S(x, xb, xt, wT, bias, dout, dx, dwT, dbias, B, L, C, K, silu, bounds[k],
                                   bounds[k + 1]));
 }
+
+/* ---------------- dropout (+ residual), contiguous tensors of n elements ----------------
+   out[i] = residual[i] + (kept(seed, i) ? x[i] * scale : 0), without the residual when it is NULL. The
+   backward is the same call on the incoming gradient with no residual: the mask is regenerated from the
+   seed, never stored. */
+static int dropout_range_$S(const $T* restrict x, const $T* restrict residual, $T* restrict out, uint64_t seed,
+                            uint32_t threshold, $T scale, long i0, long i1) {
+    if (residual)
+        for (long i = i0; i < i1; ++i) out[i] = residual[i] + (kept(seed, i, threshold) ? x[i] * scale : ($T)0);
+    else
+        for (long i = i0; i < i1; ++i) out[i] = kept(seed, i, threshold) ? x[i] * scale : ($T)0;
+    return 0;
+}
+
+int dropout_$S(const $T* x, const $T* residual, $T* out, uint64_t seed, uint32_t threshold, double scale,
+               const long* bounds, long nchunks) {
+    OVER_CHUNKS(dropout_range_$S(x, residual, out, seed, threshold, ($T)scale, bounds[k], bounds[k + 1]));
+}
 """
 
 
@@ -834,6 +866,9 @@ def _declare(lib: ctypes.CDLL) -> None:
         conv_bwd = getattr(lib, f"conv_bwd_{sfx}")
         conv_bwd.argtypes = [vp, lg, lg, vp, vp, vp, vp, vp, vp] + [lg] * 4 + [ctypes.c_int, vp, lg]
         conv_bwd.restype = ctypes.c_int
+        drop = getattr(lib, f"dropout_{sfx}")
+        drop.argtypes = [vp, vp, vp, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_double, vp, lg]
+        drop.restype = ctypes.c_int
     lib.ssm_has_openmp.argtypes = []
     lib.ssm_has_openmp.restype = ctypes.c_int
 
@@ -1298,6 +1333,49 @@ class _FusedConvFn(torch.autograd.Function):
         return dx.to(x_dtype), dwT.t().to(w_dtype), None if dbias is None else dbias.to(b_dtype), None
 
 
+def _dropout_call(
+    x: torch.Tensor, residual: torch.Tensor | None, out: torch.Tensor, seed: int, p: float
+) -> None:
+    """out = residual + dropout(x) (no residual: None) through the C kernel; all contiguous, one dtype."""
+    fn = getattr(_c_lib, f"dropout_{'f64' if x.dtype == torch.float64 else 'f32'}")
+    threshold, scale, n = round(p * 2**32), 1.0 / (1.0 - p), x.numel()
+    bounds = _chunk_bounds(n, n * _DROPOUT_WORK, "c")
+    _run_c(lambda b, k, _: fn(_ptr(x), _ptr(residual), _ptr(out), seed, threshold, scale, b, k), bounds)
+
+
+class _FusedDropoutFn(torch.autograd.Function):
+    """residual + dropout(x) in one pass on CPU. The mask comes from a counter-based generator seeded from
+    torch's generator (so `torch.manual_seed` fixes it); the backward regenerates it instead of storing it."""
+
+    @staticmethod
+    def forward(ctx, x, residual, p):
+        seed = int(torch.randint(0, 2**63 - 1, ()).item())
+        out = torch.empty_like(x)
+        _dropout_call(x, residual, out, seed, p)
+        ctx.seed, ctx.p = seed, p
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dout):
+        dout, dx = dout.contiguous(), None
+        if ctx.needs_input_grad[0]:
+            dx = torch.empty_like(dout)
+            _dropout_call(dout, None, dx, ctx.seed, ctx.p)
+        return dx, dout if ctx.needs_input_grad[1] else None, None
+
+
+def _fused_dropout_applies(x: torch.Tensor, residual: torch.Tensor | None, backend: str) -> bool:
+    """The C dropout serves contiguous float32/float64 CPU tensors of one shape and dtype."""
+    if resolve_backend(backend, x) != "fused_cpu" or _fused_impl() != "c":
+        return False
+    if x.dtype not in (torch.float32, torch.float64) or not x.is_contiguous():
+        return False
+    return residual is None or (
+        residual.dtype == x.dtype and residual.shape == x.shape and residual.is_contiguous()
+    )
+
+
 def _selective_scan_fused(u, delta, A, B, C, D=None, z=None, return_last_state=False, impl=None):
     """Fused CPU path; impl None picks C, else numba ("c" / "numba" force one, for tests)."""
     if impl is None:
@@ -1551,6 +1629,25 @@ def causal_conv1d(
     out = F.conv1d(x, weight.to(x.dtype).unsqueeze(1), bias, padding=width - 1, groups=weight.shape[0])
     out = out[..., : x.shape[-1]]
     return F.silu(out) if activation is not None else out
+
+
+def dropout_add(
+    x: torch.Tensor,
+    p: float,
+    residual: torch.Tensor | None = None,
+    training: bool = True,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """`residual + F.dropout(x, p, training)` (just the dropout when residual is None), in one pass.
+
+    On the fused CPU path a C kernel draws the mask: torch's own CPU dropout draws it one element at a time
+    from a serial generator on non-Intel CPUs (about 5 ns per element). Elsewhere, `F.dropout`."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+    if training and 0.0 < p < 1.0 and _fused_dropout_applies(x, residual, backend):
+        return _FusedDropoutFn.apply(x, residual, p)
+    dropped = F.dropout(x, p, training)
+    return dropped if residual is None else residual + dropped
 
 
 def causal_conv1d_update(
