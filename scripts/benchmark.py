@@ -18,7 +18,9 @@ numbers are meant for; every ratio compares the same batch anyway.
 
 Acting = one `policy.act` for a batch of environments through a whole episode: DT recomputes its K-step
 window, Decision Mamba either does the same (`window`) or feeds only the new tokens (`recurrent`). Latency
-is the median of 10 calls from each probe step. Every ratio compares numbers taken in this same run.
+is the median of the 10 calls from each probe step, pooled over up to 5 episodes when they fit in
+`--acting-seconds` (cheap policies get several, so a slow second of the machine does not decide a probe).
+Every ratio compares numbers taken in this same run.
 
 Run it on an otherwise idle machine, without `OMP_WAIT_POLICY=PASSIVE` (which `make test` sets for busy CI
 machines): with sleeping OpenMP threads the fused CPU scan's step at K=300 took 1.8x as long.
@@ -72,6 +74,7 @@ TASK_FIELDS = (
 """Preset fields the benchmark overrides or that only name the task: presets differing only in these are one
 model here."""
 PROBE_CALLS = 10  # `policy.act` calls timed from each probe step
+MAX_EPISODES = 5  # acting episodes per policy, when they fit in --acting-seconds
 RESULT_MARKER = "@@benchmark-result@@ "
 TOO_SLOW = "1 step (too slow to repeat)"
 NOT_ON_THIS_DEVICE = {
@@ -375,9 +378,29 @@ def progress_line(row: dict) -> str:
 
 
 def time_acting(
+    policy: DecisionMambaPolicy, num_envs: int, steps: int, probes: list[int], seconds: float = 0.0
+) -> tuple[dict[int, float], int]:
+    """Median seconds of `policy.act` over the `PROBE_CALLS` calls from each probe step, pooled over episodes,
+    and the number of episodes. Episodes repeat (at most `MAX_EPISODES`) while the next one fits in `seconds`:
+    this machine has slow phases lasting about a second, which a single episode's 10 calls at a probe cannot
+    average out."""
+    samples: dict[int, list[float]] = {probe: [] for probe in probes}
+    start, episodes = time.perf_counter(), 0
+    while episodes < MAX_EPISODES:
+        episode_start = time.perf_counter()
+        for probe, times in episode_latencies(policy, num_envs, steps, probes).items():
+            samples[probe].extend(times)
+        episodes += 1
+        now = time.perf_counter()
+        if (now - start) + (now - episode_start) > seconds:  # the next episode would not fit
+            break
+    return {probe: statistics.median(values) for probe, values in samples.items()}, episodes
+
+
+def episode_latencies(
     policy: DecisionMambaPolicy, num_envs: int, steps: int, probes: list[int]
-) -> dict[int, float]:
-    """Median seconds of `policy.act` over the `PROBE_CALLS` calls from each probe step of an episode."""
+) -> dict[int, list[float]]:
+    """Seconds of each of the `PROBE_CALLS` `policy.act` calls from each probe step of one episode."""
     policy.reset(num_envs, target_return=3600.0)
     rng = np.random.default_rng(0)
     observation = rng.normal(size=(num_envs, STATE_DIM)).astype(np.float32)
@@ -391,17 +414,19 @@ def time_acting(
             if probe <= step < probe + PROBE_CALLS:
                 samples[probe].append(elapsed)
         reward = np.ones(num_envs, np.float32)
-    return {probe: statistics.median(values) for probe, values in samples.items()}
+    return samples
 
 
 def acting_row(make_policy: Callable[[], DecisionMambaPolicy], label: dict, args: argparse.Namespace) -> dict:
     """Latency at every probe for one policy, or the reason it failed."""
     try:
-        latency = time_acting(make_policy(), label["envs"], args.episode_steps, args.probes)
+        latency, episodes = time_acting(
+            make_policy(), label["envs"], args.episode_steps, args.probes, args.acting_seconds
+        )
     except Exception as error:  # one failing policy must not end the run
         return {**label, "error": describe_error(error)}
     first, last = args.probes[0], args.probes[-1]
-    return {**label, "latency": latency, "growth": latency[last] / latency[first]}
+    return {**label, "latency": latency, "growth": latency[last] / latency[first], "episodes": episodes}
 
 
 def acting_policies(
@@ -606,13 +631,21 @@ def acting_table(acting: list[dict], probes: list[int]) -> list[str]:
     """policy | envs | K | ms at each probe | x DT window | growth."""
     first, last = probes[0], probes[-1]
     header = ["policy", "envs", "K", *[f"step {p} ms" for p in probes]]
-    header += [f"x DT window (step {first})", f"step {last} / step {first}"]
+    header += [f"x DT window (step {first})", f"step {last} / step {first}", "episodes"]
     rows = []
     for row in acting:
         policy = row["policy"] + (f" (failed: {row['error']})" if "error" in row else "")
         latency = [fmt(None if latency_at(row, p) is None else latency_at(row, p) * 1e3) for p in probes]
         rows.append(
-            [policy, str(row["envs"]), str(row["K"]), *latency, fmt(row["x_dt"]), fmt(row.get("growth"))]
+            [
+                policy,
+                str(row["envs"]),
+                str(row["K"]),
+                *latency,
+                fmt(row["x_dt"]),
+                fmt(row.get("growth")),
+                str(row.get("episodes", 1)),
+            ]
         )
     return md_table(header, rows)
 
@@ -681,9 +714,10 @@ def markdown(training: list[dict], acting: list[dict], targets: list[dict], args
         "",
         "### Acting latency",
         "",
-        f"One `policy.act` for all environments, median of {PROBE_CALLS} calls from each step of a "
-        f"{args.episode_steps}-step episode. Window policies fill their K-step window in the first K steps, "
-        "so their latency plateaus after step K; recurrent policies should be flat from the start.",
+        f"One `policy.act` for all environments, median of the {PROBE_CALLS} calls from each probe step of a "
+        f"{args.episode_steps}-step episode, pooled over the episodes played (repeated, up to {MAX_EPISODES}, "
+        f"while the next fitted in {args.acting_seconds:g} s). Window policies fill their K-step window in the "
+        "first K steps, so their latency plateaus after step K; recurrent policies should be flat from the start.",
         "",
         *acting_table(acting, args.probes),
         "",
@@ -839,6 +873,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-envs", nargs="+", type=int, default=[1, 64])
     parser.add_argument("--episode-steps", type=int, default=1000)
     parser.add_argument(
+        "--acting-seconds",
+        type=float,
+        default=30.0,
+        help=f"repeat each policy's episode (up to {MAX_EPISODES}) while the next fits in this many seconds",
+    )
+    parser.add_argument(
         "--probes", nargs="+", type=int, default=[10, 100, 500, 990], help="episode steps timed"
     )
     parser.add_argument("--hidden", type=int, default=128)
@@ -896,7 +936,7 @@ def output_paths(args: argparse.Namespace) -> None:
 
 
 RECORDED = ("device_type", "device_description", "argv", "presets", "backends", "contexts", "acting_contexts",
-            "num_envs", "probes", "episode_steps", "batch_size", "hidden", "layers")  # fmt: skip
+            "num_envs", "probes", "episode_steps", "acting_seconds", "batch_size", "hidden", "layers")  # fmt: skip
 """The settings a saved run keeps, so that `--render` reports it as it was measured."""
 
 
@@ -914,6 +954,7 @@ def save_results(training: list[dict], acting: list[dict], args: argparse.Namesp
 def load_results(path: Path, args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
     """The rows of a saved run; its settings replace those of `args`."""
     record = json.loads(path.read_text())
+    record["settings"].setdefault("acting_seconds", 0.0)  # saved before the setting existed: one episode each
     for key, value in record["settings"].items():
         setattr(args, key, value)
     for row in record["acting"]:

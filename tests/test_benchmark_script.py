@@ -24,6 +24,7 @@ TINY_RUN = [
     "--device", "cpu", "--presets", "dmamba-mujoco", "--contexts", *map(str, CONTEXTS), "--backends", "torch",
     "--acting-contexts", "4", "--num-envs", *map(str, NUM_ENVS), "--episode-steps", "30",
     "--probes", *map(str, PROBES), "--hidden", "32", "--layers", "1", "--batch-size", "16", "--repeats", "1",
+    "--acting-seconds", "0",
 ]  # fmt: skip
 NUMBER = re.compile(r"^\d+(\.\d+)?$")
 
@@ -100,6 +101,7 @@ def test_acting_table_has_every_policy_per_env_count_with_a_latency_per_probe(ru
     for row in rows:
         assert all(NUMBER.match(row[f"step {probe} ms"]) for probe in PROBES), row
         assert NUMBER.match(row["x DT window (step 2)"]) and NUMBER.match(row["step 18 / step 2"]), row
+        assert row["episodes"] == "1", "--acting-seconds 0: one episode per policy"
 
 
 def test_targets_on_a_cpu_leave_the_gpu_ones_not_yet_measured(run):
@@ -214,3 +216,30 @@ def test_a_failing_configuration_reports_why_instead_of_crashing(capsys):
     assert "cuda" in result["error"]
     killed = subprocess.CompletedProcess([], returncode=-9, stdout="", stderr="")
     assert benchmark.failure_reason(killed) == "killed by SIGKILL (out of memory?)"
+
+
+class SlowPhasePolicy:
+    """A policy whose `act` advances a fake clock by 1 ms, but by 10 ms from step 10 of its first episode on:
+    a slow phase of the machine."""
+
+    def __init__(self, clock: list[float]) -> None:
+        self.clock, self.episode, self.step = clock, 0, 0
+
+    def reset(self, num_envs: int, target_return: float) -> None:
+        self.episode, self.step = self.episode + 1, 0
+
+    def act(self, observation, reward) -> None:
+        self.clock[0] += 0.010 if self.episode == 1 and self.step >= 10 else 0.001
+        self.step += 1
+
+
+@pytest.mark.parametrize("seconds, episodes", [(0.0, 1), (10.0, benchmark.MAX_EPISODES)])
+def test_acting_latency_pools_episodes_that_fit_the_budget_so_one_slow_phase_does_not_decide_a_probe(
+    monkeypatch, seconds, episodes
+):
+    clock = [0.0]
+    monkeypatch.setattr(benchmark.time, "perf_counter", lambda: clock[0])
+    latency, played = benchmark.time_acting(SlowPhasePolicy(clock), 1, 30, [2, 18], seconds)
+    assert played == episodes
+    assert latency[2] == pytest.approx(0.001)
+    assert latency[18] == pytest.approx(0.010 if episodes == 1 else 0.001)
