@@ -382,7 +382,7 @@ def time_acting(
 ) -> tuple[dict[int, float], int]:
     """Median seconds of `policy.act` over the `PROBE_CALLS` calls from each probe step, pooled over episodes,
     and the number of episodes. Episodes repeat (at most `MAX_EPISODES`) while the next one fits in `seconds`:
-    this machine has slow phases lasting about a second, which a single episode's 10 calls at a probe cannot
+    a machine can have slow phases lasting a second or more, which a single episode's 10 calls at a probe cannot
     average out."""
     samples: dict[int, list[float]] = {probe: [] for probe in probes}
     start, episodes = time.perf_counter(), 0
@@ -627,6 +627,13 @@ def training_table(training: list[dict]) -> list[str]:
     return md_table(header, rows)
 
 
+def episodes_played(seconds: float) -> str:
+    """How many episodes each acting row pooled, in words."""
+    if seconds <= 0:
+        return "one episode per policy"
+    return f"pooled over the episodes played (repeated, up to {MAX_EPISODES}, while the next fitted in {seconds:g} s)"
+
+
 def acting_table(acting: list[dict], probes: list[int]) -> list[str]:
     """policy | envs | K | ms at each probe | x DT window | growth."""
     first, last = probes[0], probes[-1]
@@ -715,9 +722,9 @@ def markdown(training: list[dict], acting: list[dict], targets: list[dict], args
         "### Acting latency",
         "",
         f"One `policy.act` for all environments, median of the {PROBE_CALLS} calls from each probe step of a "
-        f"{args.episode_steps}-step episode, pooled over the episodes played (repeated, up to {MAX_EPISODES}, "
-        f"while the next fitted in {args.acting_seconds:g} s). Window policies fill their K-step window in the "
-        "first K steps, so their latency plateaus after step K; recurrent policies should be flat from the start.",
+        f"{args.episode_steps}-step episode, {episodes_played(args.acting_seconds)}. Window policies fill their "
+        "K-step window in the first K steps, so their latency plateaus after step K; recurrent policies should "
+        "be flat from the start.",
         "",
         *acting_table(acting, args.probes),
         "",
