@@ -401,6 +401,7 @@ def test_dropout_add_without_training_or_with_p_zero_is_the_plain_sum(backend):
     )
     torch.testing.assert_close(ss.dropout_add(x, 0.0, residual, backend=backend), residual + x)
     assert torch.equal(ss.dropout_add(x, 1.0, backend=backend), torch.zeros_like(x))
+    assert torch.equal(ss.dropout_add(torch.ones(4096), 1 - 1e-12, backend=backend), torch.zeros(4096))
     with pytest.raises(ValueError, match="dropout probability"):
         ss.dropout_add(x, 1.5, residual, backend=backend)
 

@@ -1338,7 +1338,7 @@ def _dropout_call(
 ) -> None:
     """out = residual + dropout(x) (no residual: None) through the C kernel; all contiguous, one dtype."""
     fn = getattr(_c_lib, f"dropout_{'f64' if x.dtype == torch.float64 else 'f32'}")
-    threshold, scale, n = round(p * 2**32), 1.0 / (1.0 - p), x.numel()
+    threshold, scale, n = min(round(p * 2**32), 2**32 - 1), 1.0 / (1.0 - p), x.numel()  # uint32 threshold
     bounds = _chunk_bounds(n, n * _DROPOUT_WORK, "c")
     _run_c(lambda b, k, _: fn(_ptr(x), _ptr(residual), _ptr(out), seed, threshold, scale, b, k), bounds)
 
