@@ -364,7 +364,7 @@ needs_c = pytest.mark.skipif(not _impl_available("c"), reason="C kernel unavaila
 def test_fused_dropout_drops_a_fraction_p_scales_the_rest_and_routes_gradients_through_the_same_mask(
     dtype, with_residual, p
 ):
-    n = 200_003  # large enough to split into threads, and not a multiple of the chunk alignment
+    n = 300_007  # enough work for two threads where there are two, and not a multiple of the chunk alignment
     x = (torch.rand(n, dtype=dtype) + 0.5).requires_grad_()  # never zero: a zero output means dropped
     residual = torch.randn(n, dtype=dtype, requires_grad=True) if with_residual else None
     out = ss.dropout_add(x, p, residual, backend="fused_cpu")
