@@ -1144,6 +1144,16 @@ def _run_c(call, bounds: list[int]) -> None:
         raise MemoryError("selective_scan: the C kernel could not allocate its work buffer")
 
 
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the fused and reference scans compute in: float64 for float64 inputs, else float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _c_kernel(name: str, dtype: torch.dtype):
+    """The loaded C entry point `name` for the compute dtype of `dtype` (`name_f32` or `name_f64`)."""
+    return getattr(_c_lib, f"{name}_{'f64' if _compute_dtype(dtype) == torch.float64 else 'f32'}")
+
+
 def _ptr(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
@@ -1182,7 +1192,7 @@ def _fused_forward(impl, u, delta, A, Bt, Ct, D, z, last, h0=None):
     bounds = _chunk_bounds(rows, rows * L * N, impl)
     if impl == "c":
         out = _empty_as(z if z is not None else u)
-        fn = getattr(_c_lib, "ssm_fwd_f64" if u.dtype == torch.float64 else "ssm_fwd_f32")
+        fn = _c_kernel("ssm_fwd", u.dtype)
         At = A.t().contiguous()  # kept alive until the kernel returns
         ptrs = [_ptr(t) for t in (u, delta, A, At, Bt, Ct, D, z, h0, out, last)]
         S = _strides(u, delta, z, out)
@@ -1217,7 +1227,7 @@ def _fused_backward(impl, u, delta, A, Bt, Ct, D, z, dout, dlast):
     if impl == "c":
         du, ddelta = _empty_as(u), _empty_as(delta)
         dz = _empty_as(z) if z is not None else None
-        fn = getattr(_c_lib, "ssm_bwd_f64" if dtype == torch.float64 else "ssm_bwd_f32")
+        fn = _c_kernel("ssm_bwd", dtype)
         At = A.t().contiguous()  # kept alive until the kernel returns
         common = [_ptr(t) for t in (u, delta, A, At, Bt, Ct, D, z, dout, dlast, du, ddelta)]
         dz_ptr = _ptr(dz)
@@ -1254,7 +1264,7 @@ class _FusedScanFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, impl, want_last):
-        dtype = torch.float64 if u.dtype == torch.float64 else torch.float32
+        dtype = _compute_dtype(u.dtype)
         # (batch, dim, L) tensors keep their strides (the C kernel reads any layout); the small ones are
         # made contiguous, B and C time-major
         uc, dc = u.detach().to(dtype), delta.detach().to(dtype)
@@ -1295,7 +1305,7 @@ def _conv_call(
     wT: (K, C); `rest`: the kernel's remaining tensor arguments, in its order."""
     batch, L, channels = x.shape
     K = wT.shape[0]
-    fn = getattr(_c_lib, f"conv_{direction}_{'f64' if x.dtype == torch.float64 else 'f32'}")
+    fn = _c_kernel(f"conv_{direction}", x.dtype)
     ptrs = [_ptr(t) for t in (wT, *rest)]
     bounds = _chunk_bounds(channels, batch * L * channels * K, "c")
     _run_c(
@@ -1310,7 +1320,7 @@ class _FusedConvFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, silu):
-        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        dtype = _compute_dtype(x.dtype)
         xc = x.detach().to(dtype)
         wT = weight.detach().to(dtype).t().contiguous()  # (K, C): each tap's weights contiguous over channels
         bc = bias.detach().to(dtype).contiguous() if bias is not None else None
@@ -1337,10 +1347,10 @@ def _dropout_call(
     x: torch.Tensor, residual: torch.Tensor | None, out: torch.Tensor, seed: int, p: float
 ) -> None:
     """out = residual + dropout(x) (no residual: None) through the C kernel; all contiguous, one dtype."""
-    fn = getattr(_c_lib, f"dropout_{'f64' if x.dtype == torch.float64 else 'f32'}")
+    fn = _c_kernel("dropout", x.dtype)
     threshold, scale, n = min(round(p * 2**32), 2**32 - 1), 1.0 / (1.0 - p), x.numel()  # uint32 threshold
     bounds = _chunk_bounds(n, n * _DROPOUT_WORK, "c")
-    _run_c(lambda b, k, _: fn(_ptr(x), _ptr(residual), _ptr(out), seed, threshold, scale, b, k), bounds)
+    _run_c(lambda b, n, _: fn(_ptr(x), _ptr(residual), _ptr(out), seed, threshold, scale, b, n), bounds)
 
 
 class _FusedDropoutFn(torch.autograd.Function):
@@ -1399,7 +1409,7 @@ def _selective_scan_fused(u, delta, A, B, C, D=None, z=None, return_last_state=F
 def _selective_scan_torch(u, delta, A, B, C, D=None, z=None, return_last_state=False):
     """Reference path: time-major decays and inputs, then a loop over time (autograd does the backward)."""
     dtype_in = u.dtype
-    dtype = torch.float64 if u.dtype == torch.float64 else torch.float32
+    dtype = _compute_dtype(u.dtype)
     batch, dim, L = u.shape
     uf = u.to(dtype)
     dt_tm = delta.to(dtype).permute(2, 0, 1).unsqueeze(-1)  # (L, batch, dim, 1)

@@ -287,9 +287,8 @@ def _evaluation_envs(envs: VectorEnvPool | None) -> Iterator[VectorEnvPool]:
     except BaseException:
         pool.close()
         raise
-    finally:
-        if envs is None:
-            pool.close()
+    if envs is None:
+        pool.close()
 
 
 def run_episodes(
