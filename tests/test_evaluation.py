@@ -360,3 +360,55 @@ def test_replay_reproduces_the_evaluated_episode():
     frames, fps, total = _mujoco_frames("Hopper-v5", MujocoProtocol(max_episode_steps=30), 5, actions)
     assert total == pytest.approx(expected) and fps == pytest.approx(125 / 4)
     assert frames[0].shape == (480, 480, 3) and frames[0].dtype == np.uint8
+
+
+def _agent_share(frame: np.ndarray) -> float:
+    """Share of the frame in the agents' colours (brown, orange, pink: red well above green and blue); the
+    checkered floor is grey-green to white or black and the sky blue-grey, so they never count."""
+    red, green, blue = (frame[..., channel].astype(np.int64) for channel in range(3))
+    return float(((red - green > 15) & (red - blue > 15)).mean())
+
+
+def _scripted_actions(env_id: str, steps: int) -> tuple[list[np.ndarray], float]:
+    """The first `steps` actions (and their return) of the noiseless scripted controller, which walks away."""
+    from hf_decision_mamba.data.collection import ScriptedPolicy
+
+    env = make_env(env_id)
+    policy = ScriptedPolicy(env_id, env.action_space, [0.0], [0.0], seed=0)
+    observation, _ = env.reset(seed=0)
+    actions, total = [], 0.0
+    for _ in range(steps):
+        actions.append(policy.act(observation, None))
+        observation, reward, terminated, truncated, _ = env.step(actions[-1])
+        total += float(reward)
+        if terminated or truncated:
+            break
+    env.close()
+    return actions, total
+
+
+@pytest.mark.parametrize(
+    ("env_id", "steps"), [("Hopper-v5", 300), ("HalfCheetah-v5", 150), ("Walker2d-v5", 300)]
+)
+def test_replays_of_locomotion_tasks_keep_the_agent_in_frame(tmp_path, env_id, steps):
+    # The scripted hopper covers ~4 m in 300 steps and the cheetah ~35 m in 150: a camera that stays where
+    # the episode started shows an empty floor in the middle and last frames.
+    import imageio.v3 as iio
+
+    from hf_decision_mamba.envs import MujocoProtocol
+    from hf_decision_mamba.evaluation import record_replay
+
+    actions, total = _scripted_actions(env_id, steps)
+    protocol = MujocoProtocol(render_width=96, render_height=96)
+    path = record_replay(env_id, protocol, 0, actions, tmp_path / "replay.mp4", total)
+    frames = list(iio.imiter(path))
+    for index in (0, len(frames) // 2, len(frames) - 1):
+        assert _agent_share(frames[index]) > 0.003, f"{env_id}: no agent in frame {index} of {len(frames)}"
+
+
+def test_locomotion_tasks_render_with_the_camera_that_follows_the_agent():
+    from hf_decision_mamba.envs.mujoco import FOLLOW_CAMERA, render_camera
+
+    for env_id in ("Hopper-v5", "HalfCheetah-v5", "Walker2d-v5", "Ant-v5"):
+        assert render_camera(env_id) == {"camera_name": FOLLOW_CAMERA}
+    assert render_camera("Reacher-v5") == {}

@@ -9,6 +9,11 @@ import gymnasium as gym
 
 from .protocols import MujocoProtocol
 
+FOLLOW_CAMERA = "track"
+"""The camera of the Gymnasium locomotion models that follows the agent's centre of mass (`mode="trackcom"`)."""
+LOCOMOTION_TASKS = ("Ant", "HalfCheetah", "Hopper", "Humanoid", "Swimmer", "Walker2d")
+"""Tasks whose agent walks away from where it starts: their replays use `FOLLOW_CAMERA`."""
+
 
 def configure_headless_rendering() -> str | None:
     """Pick an offscreen OpenGL backend (EGL) for MuJoCo when there is no display and none was chosen.
@@ -21,12 +26,25 @@ def configure_headless_rendering() -> str | None:
     return os.environ.get("MUJOCO_GL")
 
 
+def render_camera(env_id: str) -> dict[str, str]:
+    """The camera to render `env_id` with: the model's following camera for locomotion tasks, else the default.
+
+    Gymnasium 1.4 renders its free camera unless a camera is named, and that camera stays where the episode
+    started (its `trackbodyid` is ignored while the camera is free): a hopper leaves the frame after about
+    a second and the rest of the replay shows an empty floor.
+    """
+    task = env_id.split("/")[-1].split("-")[0]
+    return {"camera_name": FOLLOW_CAMERA} if task in LOCOMOTION_TASKS else {}
+
+
 def make_mujoco_env(env_id: str, protocol: MujocoProtocol, render_mode: str | None = None) -> gym.Env:
-    """One MuJoCo env; `render_mode="rgb_array"` renders `render_width` x `render_height` frames."""
+    """One MuJoCo env; `render_mode="rgb_array"` renders `render_width` x `render_height` frames that follow
+    the agent on locomotion tasks (`render_camera`)."""
     kwargs: dict = {"max_episode_steps": protocol.max_episode_steps}
     if render_mode is not None:
         configure_headless_rendering()
         kwargs.update(render_mode=render_mode, width=protocol.render_width, height=protocol.render_height)
+        kwargs.update(render_camera(env_id))
     return gym.make(env_id, **kwargs)
 
 
