@@ -412,3 +412,22 @@ def test_locomotion_tasks_render_with_the_camera_that_follows_the_agent():
     for env_id in ("Hopper-v5", "HalfCheetah-v5", "Walker2d-v5", "Ant-v5"):
         assert render_camera(env_id) == {"camera_name": FOLLOW_CAMERA}
     assert render_camera("Reacher-v5") == {}
+
+
+# -- progress -------------------------------------------------------------------------------------------
+
+
+def test_the_progress_bar_counts_environment_steps_and_ends_at_the_full_budget():
+    progress = rollout.EvaluationProgress(num_episodes=3, cap=100, desc="test", disable=True)
+    progress.update(3)  # the first step of three parallel episodes already shows
+    assert (progress.steps, progress.episodes_done) == (3, 0)
+    progress.update(3 * 39, finished_lengths=[40])  # one ended at step 40: its 60 unused steps are released
+    assert (progress.steps, progress.episodes_done) == (3 * 40 + 60, 1)
+    progress.update(2 * 60, finished_lengths=[100, 100])
+    assert (progress.steps, progress.total, progress.episodes_done) == (300, 300, 3)
+
+
+def test_evaluation_progress_shows_steps_and_episodes_done(capsys):
+    evaluate_policy(LinearPolicy(), "hopper", num_episodes=2, max_episode_steps=20, progress=True)
+    shown = capsys.readouterr().err
+    assert "step" in shown and "episodes 2/2" in shown and "40/40" in shown

@@ -200,8 +200,9 @@ class _Rollout:
     def _receive(self) -> tuple:
         return self.env.recv() if self.native else self.env.step(self.pending)
 
-    def advance(self) -> int:
-        """Receive the step in flight, book it and send the next actions; returns how many episodes ended."""
+    def advance(self) -> tuple[int, list[int]]:
+        """Receive the step in flight, book it and send the next actions; returns how many episode steps it
+        booked and the lengths of the episodes that ended."""
         observation, raw_reward, terminated, truncated, _ = self._receive()
         active = ~self.done
         self.returns[active] += np.asarray(raw_reward, dtype=np.float64)[active]
@@ -213,7 +214,46 @@ class _Rollout:
                 self.policy.keep(~self.done[self.rows])
                 self.rows = np.flatnonzero(~self.done)
             self._send(observation, np.asarray(raw_reward, dtype=np.float32))
-        return int(finished.sum())
+        return int(active.sum()), self.lengths[finished].tolist()
+
+
+class EvaluationProgress:
+    """The evaluation's progress bar: environment steps out of the step budget (episodes x step cap), with the
+    episodes done beside them.
+
+    Vectorised episodes tend to end together, so a bar of episodes sat at 0/10 for most of an evaluation. An
+    episode that ends before the cap releases its unused budget, so the bar ends at 100%.
+    """
+
+    def __init__(self, num_episodes: int, cap: int, desc: str, disable: bool = False) -> None:
+        self.num_episodes, self.cap, self.episodes_done = num_episodes, cap, 0
+        self.total, self.steps = num_episodes * cap, 0  # what the bar shows (also when it is hidden)
+        self.target: float | None = None
+        self.bar = tqdm(total=self.total, desc=desc, unit="step", unit_scale=True, disable=disable)
+
+    def set_target(self, target: float | None) -> None:
+        """Show the target return being evaluated."""
+        self.target = target
+        self._postfix()
+
+    def update(self, steps: int, finished_lengths: Sequence[int] = ()) -> None:
+        """Count `steps` environment steps and the episodes that ended (their lengths)."""
+        counted = steps + sum(self.cap - int(length) for length in finished_lengths)
+        self.steps += counted
+        self.bar.update(counted)
+        if finished_lengths:
+            self.episodes_done += len(finished_lengths)
+            self._postfix()
+
+    def _postfix(self) -> None:
+        target = "" if self.target is None else f"target_return={self.target:g}, "
+        self.bar.set_postfix_str(f"{target}episodes {self.episodes_done}/{self.num_episodes}")
+
+    def __enter__(self) -> EvaluationProgress:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.bar.close()
 
 
 def _run_wave(
@@ -222,7 +262,7 @@ def _run_wave(
     seeds: np.ndarray,
     target: float | None,
     cap: int,
-    bar: tqdm,
+    bar: EvaluationProgress,
 ) -> EpisodeBatch:
     """Run one episode per seed, the seeds split in order over the (policy, env) groups, which take turns."""
     groups = np.split(seeds, np.cumsum([env.num_envs for env in envs])[:-1])
@@ -231,7 +271,7 @@ def _run_wave(
     ]
     while running := [rollout for rollout in rollouts if rollout.running]:
         for rollout in running:
-            bar.update(rollout.advance())
+            bar.update(*rollout.advance())
     return EpisodeBatch(
         np.concatenate([r.returns for r in rollouts]).tolist(),
         np.concatenate([r.lengths for r in rollouts]).tolist(),
@@ -298,7 +338,7 @@ def run_episodes(
     seeds: np.ndarray,
     target: float | None,
     num_envs: int,
-    bar: tqdm,
+    bar: EvaluationProgress,
     envs: VectorEnvPool,
 ) -> EpisodeBatch:
     """Episodes `seeds` in waves of `num_envs` parallel envs from `envs`; episode i starts from `reset(seeds[i])`.
@@ -395,8 +435,8 @@ def evaluate_policy(
     seeds = np.arange(seed, seed + num_episodes, dtype=np.int64)
     num_envs = min(num_envs or num_episodes, num_episodes)
     results, first = [], None
-    bar = tqdm(
-        total=num_episodes * len(targets), desc=f"Evaluating {env_id}", unit="episode", disable=not progress
+    bar = EvaluationProgress(
+        num_episodes * len(targets), protocol.max_episode_steps, f"Evaluating {env_id}", disable=not progress
     )
     with bar, _inference(model_or_policy, seed), _evaluation_envs(envs) as envs:
         policy = build_policy(model_or_policy, mode, targets[0], deterministic)
@@ -406,7 +446,7 @@ def evaluate_policy(
             torch_threads = _auto_torch_threads(env_id, getattr(policy, "mode", mode))
         with _torch_threads(torch_threads):
             for target in targets:
-                bar.set_postfix_str(f"target_return={target}")
+                bar.set_target(target)
                 start = time.perf_counter()
                 batch = run_episodes(policy, env_id, protocol, seeds, target, num_envs, bar, envs)
                 results.append(_summary(env_id, target, batch, time.perf_counter() - start))
