@@ -229,7 +229,7 @@ class EvaluationProgress:
         self.num_episodes, self.cap, self.episodes_done = num_episodes, cap, 0
         self.total, self.steps = num_episodes * cap, 0  # what the bar shows (also when it is hidden)
         self.target: float | None = None
-        self.bar = tqdm(total=self.total, desc=desc, unit="step", unit_scale=True, disable=disable)
+        self.bar = tqdm(total=self.total, desc=desc, unit="step", disable=disable)
 
     def set_target(self, target: float | None) -> None:
         """Show the target return being evaluated."""
