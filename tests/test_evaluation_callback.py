@@ -134,7 +134,9 @@ def test_without_a_trainer_metrics_still_land_in_log_history(tmp_path):
     assert state.log_history[-1]["step"] == 1 and "env_eval/return_mean" in state.log_history[-1]
 
 
-@pytest.mark.parametrize(("kwargs", "field"), [({"eval_every": 0}, "eval_every"), ({"mode": "both"}, "mode")])
+@pytest.mark.parametrize(
+    ("kwargs", "field"), [({"eval_every": -1}, "eval_every"), ({"mode": "both"}, "mode")]
+)
 def test_bad_callback_arguments_are_value_errors(kwargs, field):
     with pytest.raises(ValueError, match=f"^{field}="):
         EnvironmentEvaluationCallback(env_id="hopper", **kwargs)
@@ -148,3 +150,24 @@ def test_default_schedule_follows_the_training_arguments(tmp_path):
     for step in (1, 2, 3, 4):
         callback.on_step_end(args, TrainerState(global_step=step), TrainerControl(), model=RegressionModel())
     assert [record["step"] for record in callback.history] == [3]
+
+
+def test_eval_every_zero_evaluates_only_the_final_model_once_with_its_replay(tmp_path, capsys):
+    callback = _callback(eval_every=0, final_video=tmp_path / "replay.mp4", print_summary=False)
+    trainer = _trainer(tmp_path, callback, max_steps=4)
+    callback.attach(trainer)
+    trainer.train()
+    assert [record["step"] for record in callback.history] == [4]
+    assert callback.final(trainer.state)["report"]["video"] == str(tmp_path / "replay.mp4")
+    assert (tmp_path / "replay.mp4").stat().st_size > 0
+    assert "LAST" not in capsys.readouterr().out, "print_summary=False leaves the table to the caller"
+
+
+def test_a_scheduled_evaluation_on_the_last_step_is_the_final_one_not_a_second(tmp_path):
+    callback = _callback(eval_every=2, final_video=tmp_path / "replay.mp4")
+    trainer = _trainer(tmp_path, callback, max_steps=4)
+    callback.attach(trainer)
+    trainer.train()
+    assert [record["step"] for record in callback.history] == [2, 4]
+    assert callback.history[0]["report"]["video"] is None
+    assert callback.history[1]["report"]["video"] == str(tmp_path / "replay.mp4")

@@ -185,10 +185,38 @@ def test_pushes_during_training_upload_the_model_and_a_resumable_checkpoint_neve
     assert {"optimizer.pt", "scheduler.pt", "trainer_state.json", "rng_state.pth"} <= set(
         checkpoint_push["files"]
     )
-    assert set(final_push["files"]) == EXPECTED_UPLOAD
+    assert set(final_push["files"]) == EXPECTED_UPLOAD | {"training_curves.png"}  # the run draws its curves
     for upload in hub.uploads:
         assert (
             set(upload["files"]) == set(upload["allow_patterns"])
             and "training_args.bin" not in upload["files"]
         )
         assert upload["token"] == "hf_secret" and upload["repo_id"] == "user/run"
+
+
+def test_the_card_says_how_to_install_and_what_the_import_and_remote_code_do(trained_folder, monkeypatch):
+    from hf_decision_mamba.hub.card import INSTALL_ENV, default_install_command
+
+    card = render_model_card(trained_folder, repo_id="user/tiny-hopper", install_command="pip install ./dm")
+    assert "Install the package: `pip install ./dm`." in card.text
+    assert (
+        "import hf_decision_mamba  # registers" in card.text
+        and "`trust_remote_code=True` instead" in card.text
+    )
+    assert "pip install hf-decision-mamba" not in card.text, "that name does not resolve on every index"
+    monkeypatch.setenv(INSTALL_ENV, 'pip install "hf-decision-mamba @ git+https://example.org/dm"')
+    assert default_install_command() == 'pip install "hf-decision-mamba @ git+https://example.org/dm"'
+    monkeypatch.delenv(INSTALL_ENV)
+    assert default_install_command().startswith("pip install ")
+
+
+def test_the_card_embeds_the_training_curves_beside_the_replay(trained_folder, tmp_path):
+    import shutil
+
+    folder = tmp_path / "run"
+    shutil.copytree(trained_folder, folder)
+    (folder / "training_curves.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    card = render_model_card(folder, repo_id="user/tiny-hopper")
+    row = card.text.split("<table><tr>")[1].split("</tr></table>")[0]
+    assert "resolve/main/replay.mp4" in row and "resolve/main/training_curves.png" in row
+    assert "training_curves.png" in select_model_files(folder)

@@ -280,3 +280,68 @@ def test_rerunning_a_finished_run_resumes_instead_of_starting_over(tmp_path):
     again = run_training(tiny_args(tmp_path, "--max_steps", "2", "--save_steps", "2", "--no_env_eval"))
     assert first.global_step == again.global_step == 2
     assert again.resumed_from == str(tmp_path / "checkpoint-2")
+
+
+def _count_evaluations(monkeypatch) -> list[int]:
+    """Patch the callback's `evaluate_policy` to record each evaluation's episode count."""
+    from hf_decision_mamba.evaluation import callback as callback_module
+
+    calls: list[int] = []
+    evaluate = callback_module.evaluate_policy
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs["num_episodes"])
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(callback_module, "evaluate_policy", counting)
+    return calls
+
+
+def test_dmamba_train_evaluates_the_final_model_once_and_prints_one_final_table(
+    tmp_path, capsys, monkeypatch
+):
+    calls = _count_evaluations(monkeypatch)
+    argv = [*TINY_TRAIN_ARGS, "--output_dir", str(tmp_path), "--max_steps", "4", "--env_eval_steps", "2",
+            "--report_to", "none"]  # fmt: skip
+    assert train_cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert len(calls) == 2, "step 2, then the final model at step 4: once"
+    assert out.count("final model (LAST, step 4)") == 1 and out.count("return (mean ± std)") == 1
+    assert f"Training curves: {tmp_path / 'training_curves.png'}" in out
+    evaluation = json.loads((tmp_path / "eval_results.json").read_text())
+    assert evaluation["video"] == str(tmp_path / "replay.mp4") and (tmp_path / "replay.mp4").is_file()
+
+
+def test_env_eval_steps_zero_evaluates_only_at_the_end(tmp_path, monkeypatch):
+    calls = _count_evaluations(monkeypatch)
+    result = run_training(
+        tiny_args(tmp_path, "--max_steps", "3", "--env_eval_steps", "0", "--report_to", "none")
+    )
+    assert len(calls) == 1 and result.evaluation is not None
+    assert [record["step"] for record in result.training_eval["history"]] == [3]
+
+
+def test_every_run_draws_its_training_curves_and_the_card_shows_them(tmp_path):
+    from PIL import Image
+
+    result = run_training(
+        tiny_args(
+            tmp_path, "--max_steps", "3", "--logging_steps", "1", "--no_env_eval", "--report_to", "none"
+        )
+    )
+    curves = tmp_path / "training_curves.png"
+    assert result.training_curves == str(curves) and Image.open(curves).size[0] > 300
+    card = (tmp_path / "README.md").read_text()
+    assert 'src="training_curves.png"' in card and "training_curves.png" in card.split("## Files")[1]
+
+
+def test_training_curves_plot_the_loss_and_each_evaluation_against_its_target(tmp_path):
+    from hf_decision_mamba.training.curves import loss_series, plot_training_curves, return_series
+
+    log = [{"loss": 1.0, "step": 1}, {"loss": 0.5, "step": 2}, {"env_eval/return_mean": 10.0, "step": 2}]
+    result = {"target_return": 3600.0, "return_mean": 10.0, "return_std": 2.0}
+    evaluations = [{"step": 2, "report": {"results": [result]}}]
+    assert loss_series(log) == {"training loss": ([1, 2], [1.0, 0.5])}
+    assert return_series(evaluations) == [{"target": 3600.0, "steps": [2], "mean": [10.0], "std": [2.0]}]
+    path = plot_training_curves(log, evaluations, tmp_path / "curves.png", title="run")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-RESULTS_NAME = "eval_results.json"
-VIDEO_NAME = "replay.mp4"
+from ..evaluation.results import EVAL_RESULTS_NAME as RESULTS_NAME
+from ..evaluation.results import REPLAY_NAME as VIDEO_NAME
 
 
 def build_parser() -> argparse.ArgumentParser:

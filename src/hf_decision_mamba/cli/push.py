@@ -27,7 +27,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--private", action="store_true", default=None, help="create the repository as private"
     )
     parser.add_argument("--revision", help="branch to push to")
-    parser.add_argument("--commit_message", default="Upload Decision Mamba policy")
+    parser.add_argument(
+        "--commit_message", default="Upload Decision Mamba policy", help="the Hub commit message"
+    )
+    parser.add_argument(
+        "--install_command",
+        help="the install line of the model card (default: $DMAMBA_INSTALL_COMMAND, else from the package metadata)",
+    )
     parser.add_argument("--token", help="Hub token (default: HF_TOKEN or the cached login)")
     parser.add_argument(
         "--dry_run", action="store_true", help="build the upload folder and list it, do not push"
@@ -41,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
 def dry_run(args: argparse.Namespace) -> Path:
     """Build the upload folder and print its files."""
     destination = Path(args.upload_dir or tempfile.mkdtemp(prefix="dmamba-upload-"))
-    build_upload_folder(args.folder, destination, repo_id=args.repo_id, eval_dir=args.eval_dir)
+    build_upload_folder(args.folder, destination, repo_id=args.repo_id, eval_dir=args.eval_dir,
+                        install_command=args.install_command)  # fmt: skip
     print(f"Would upload to {args.repo_id} from {destination}:")
     for path in sorted(destination.iterdir()):
         print(f"  {path.name:<36} {path.stat().st_size:>12,d} bytes")
@@ -56,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
             dry_run(args)
             return 0
         commit = publish(args.folder, args.repo_id, eval_dir=args.eval_dir, token=args.token, private=args.private,
-                         revision=args.revision, commit_message=args.commit_message)  # fmt: skip
+                         revision=args.revision, commit_message=args.commit_message,
+                         install_command=args.install_command)  # fmt: skip
     except ValueError as error:
         print(f"dmamba push: error: {error}", file=sys.stderr)
         return 2

@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         return SIGTERM_EXIT_CODE if result.interrupted else 0
     if result.main_process:
         print(score_table(result, args.data.dataset))
+        print(f"Training curves: {result.training_curves}")
         print(
             f"Total wall time: {time.perf_counter() - start:.0f} s; model, card and replay in {result.output_dir}"
         )

@@ -12,12 +12,29 @@ from __future__ import annotations
 
 import sys
 
-from ..evaluation import format_report
+from ..evaluation import format_report, format_table
 from ..training import SIGTERM_EXIT_CODE, TrainingResult, parse_train_args, run_training
 
 
+def final_table(result: TrainingResult) -> str:
+    """The final evaluation's title and one table: the final model (LAST) and, when training evaluated more
+    than once, the best evaluation during training (BEST), labelled."""
+    evaluation = result.evaluation
+    title = format_report(evaluation).split("\n", 1)[0]
+    reference = (
+        f"\nnormalized score: {evaluation['score_reference']}" if evaluation.get("score_reference") else ""
+    )
+    rows = [(f"final model (LAST, step {result.global_step})", row) for row in evaluation["results"]]
+    history = (result.training_eval or {}).get("history", [])
+    if len(history) > 1:
+        best = result.training_eval["best"]
+        label = f"best during training (BEST, step {best['step']}, of {len(history)} evaluations)"
+        rows += [(label, row) for row in best["report"]["results"]]
+    return f"{title}{reference}\n{format_table(rows)}"
+
+
 def report_result(result: TrainingResult) -> None:
-    """On the main process, print where the run is and the final evaluation."""
+    """On the main process, print where the run is, the final evaluation and where the training curves are."""
     if not result.main_process:
         return
     if result.interrupted:
@@ -30,7 +47,9 @@ def report_result(result: TrainingResult) -> None:
         f"Trained {result.global_step}/{result.max_steps} steps; model, card and results in {result.output_dir}"
     )
     if result.evaluation is not None:
-        print(format_report(result.evaluation))
+        print(final_table(result))
+    if result.training_curves:
+        print(f"Training curves: {result.training_curves}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,12 +2,14 @@
 
 from .callback import EnvironmentEvaluationCallback
 from .episode import EpisodeRecording, record_episode
-from .results import flat_metrics, format_report, format_table
+from .results import EVAL_RESULTS_NAME, REPLAY_NAME, flat_metrics, format_report, format_table
 from .rollout import POLICY_MODES, VectorEnvPool, build_policy, evaluate_policy, is_policy
 from .scores import SCORE_RANGES, ScoreRange, normalized_score, score_range
 from .video import VideoInfo, is_browser_playable, probe_video, record_replay, write_mp4
 
 __all__ = [
+    "EVAL_RESULTS_NAME",
+    "REPLAY_NAME",
     "POLICY_MODES",
     "SCORE_RANGES",
     "EnvironmentEvaluationCallback",

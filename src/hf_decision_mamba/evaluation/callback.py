@@ -19,21 +19,26 @@ REPORT_NAME = "env_eval_report.json"
 
 
 def _check_eval_every(eval_every: Any) -> None:
-    """`eval_every` is None (follow `TrainingArguments`), `"epoch"` or a positive number of steps."""
+    """`eval_every` is None (follow `TrainingArguments`), `"epoch"`, 0 (only at the end) or a number of steps."""
     if eval_every is None or eval_every == "epoch":
         return
-    if isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 1:
-        raise ValueError(f"eval_every={eval_every!r} is invalid; expected None, 'epoch' or an integer >= 1")
+    if isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 0:
+        raise ValueError(
+            f"eval_every={eval_every!r} is invalid; expected None, 'epoch', 0 (only at the end) or an integer >= 1"
+        )
 
 
 class EnvironmentEvaluationCallback(TrainerCallback):
-    """Run `evaluate_policy` every `eval_every` steps (default: the Trainer's eval schedule) and at train end.
+    """Run `evaluate_policy` every `eval_every` steps (default: the Trainer's eval schedule; 0: never during
+    training) and once at train end.
 
     Runs on the main process only, with the same seeds every time, in vector envs built at the first
     evaluation and kept until train end. Give it the trainer (`trainer=` or `attach(trainer)`) so its
     metrics go through `trainer.log`, i.e. to every logger and to `state.log_history`; metrics added in
-    `on_evaluate` would not be logged. At train end it writes a JSON report and prints the LAST evaluation
-    (the final model) and, labelled separately, the BEST one.
+    `on_evaluate` would not be logged. The final model is evaluated exactly once: a scheduled evaluation that
+    falls on the last step is left to train end, which also records `final_video` (the replay of its first
+    episode) when given. At train end it writes a JSON report and, with `print_summary`, prints the LAST
+    evaluation (the final model) and, labelled separately, the BEST one.
     """
 
     def __init__(
@@ -47,6 +52,8 @@ class EnvironmentEvaluationCallback(TrainerCallback):
         trainer: Any = None,
         report_path: str | os.PathLike | None = None,
         metric_prefix: str = "env_eval",
+        final_video: str | os.PathLike | None = None,
+        print_summary: bool = True,
         **evaluate_kwargs: Any,
     ) -> None:
         _check_eval_every(eval_every)
@@ -59,6 +66,8 @@ class EnvironmentEvaluationCallback(TrainerCallback):
         self.trainer = trainer
         self.report_path = report_path
         self.metric_prefix = metric_prefix
+        self.final_video = final_video
+        self.print_summary = print_summary
         self.history: list[dict[str, Any]] = []
         self._warned_unattached = False
         self.envs = VectorEnvPool()  # kept between evaluations, closed at train end
@@ -74,7 +83,7 @@ class EnvironmentEvaluationCallback(TrainerCallback):
     def _step_interval(self, args: TrainingArguments, state: TrainerState) -> int | None:
         """Steps between evaluations, or None when evaluating per epoch or only at the end."""
         if isinstance(self.eval_every, int):
-            return self.eval_every
+            return self.eval_every or None
         if self.eval_every is not None or args.eval_strategy != "steps":
             return None
         steps = args.eval_steps or args.logging_steps
@@ -83,34 +92,50 @@ class EnvironmentEvaluationCallback(TrainerCallback):
     def _per_epoch(self, args: TrainingArguments) -> bool:
         return self.eval_every == "epoch" or (self.eval_every is None and args.eval_strategy == "epoch")
 
+    @staticmethod
+    def _at_last_step(state: TrainerState) -> bool:
+        """Whether training stops after this step: its evaluation is the final one, done at train end."""
+        return bool(state.max_steps) and state.global_step >= state.max_steps
+
     def on_step_end(self, args, state, control, model=None, **kwargs) -> TrainerControl:
         interval = self._step_interval(args, state)
-        if interval and state.global_step % interval == 0:
+        if interval and state.global_step % interval == 0 and not self._at_last_step(state):
             self.evaluate(state, model)
         return control
 
     def on_epoch_end(self, args, state, control, model=None, **kwargs) -> TrainerControl:
-        if self._per_epoch(args):
+        if self._per_epoch(args) and not self._at_last_step(state):
             self.evaluate(state, model)
         return control
 
     def on_train_end(self, args, state, control, model=None, **kwargs) -> TrainerControl:
-        if not self.history or self.history[-1]["step"] != state.global_step:
-            self.evaluate(state, model)
+        if self.final(state) is None:
+            self.evaluate(state, model, record_video=self.final_video)
         if state.is_world_process_zero and self.history:
             path = self.report_path or os.path.join(args.output_dir, REPORT_NAME)
             self.write_report(path)
-            print(self.summary_table())
+            if self.print_summary:
+                print(self.summary_table())
         self.envs.close()
         return control
 
+    def final(self, state: TrainerState) -> dict[str, Any] | None:
+        """The evaluation of the model at `state.global_step` (the final model at train end), if done."""
+        last = self.last
+        return last if last is not None and last["step"] == state.global_step else None
+
     # -- evaluation and logging ----------------------------------------------------------------------------
 
-    def evaluate(self, state: TrainerState, model: Any) -> dict[str, float] | None:
-        """Evaluate `model` now (main process only), record it and log its metrics; returns the metrics."""
+    def evaluate(
+        self, state: TrainerState, model: Any, record_video: str | os.PathLike | None = None
+    ) -> dict[str, float] | None:
+        """Evaluate `model` now (main process only), record it and log its metrics; returns the metrics.
+
+        `record_video`: also write the replay of the first episode there."""
         if not state.is_world_process_zero:
             return None
-        report = evaluate_policy(model, **{"envs": self.envs, **self.evaluate_kwargs})
+        kwargs = {"envs": self.envs, **self.evaluate_kwargs, "record_video": record_video}
+        report = evaluate_policy(model, **kwargs)
         metrics = flat_metrics(report, self.metric_prefix)
         self.history.append(
             {"step": state.global_step, "epoch": state.epoch, "metrics": metrics, "report": report}

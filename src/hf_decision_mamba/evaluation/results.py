@@ -5,6 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+EVAL_RESULTS_NAME = "eval_results.json"
+"""The JSON report `dmamba evaluate` and `dmamba train` write next to the model."""
+REPLAY_NAME = "replay.mp4"
+"""The H.264 replay of the first evaluation episode."""
+
 SUMMARY_KEYS = (
     "return_mean",
     "return_std",

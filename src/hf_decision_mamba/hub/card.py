@@ -8,8 +8,10 @@ results (`mean_reward` as "mean +/- std", plus the normalised score) for each ev
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +22,16 @@ from .files import (
     EVAL_RESULTS_NAME,
     REPLAY_NAME,
     TRAINING_ARGS_NAME,
+    TRAINING_CURVES_NAME,
     TRAINING_EVAL_REPORT_NAME,
     remote_code_files,
 )
 
 TEMPLATE_PATH = Path(__file__).parent / "templates" / "model_card.md"
+DISTRIBUTION = "hf-decision-mamba"
+INSTALL_ENV = "DMAMBA_INSTALL_COMMAND"
+"""Environment variable with the install command the card shows (default: `default_install_command()`)."""
+SOURCE_URL_LABELS = ("repository", "source", "source code", "homepage")
 MODEL_ROWS = ("preset", "block_type", "token_layout", "hidden_size", "num_hidden_layers", "n_layer", "n_head",
               "state_size", "context_length", "max_ep_len", "rtg_scale", "target_return", "env_id")  # fmt: skip
 TRAINING_ROWS = ("learning_rate", "per_device_train_batch_size", "max_steps", "num_train_epochs", "warmup_steps",
@@ -45,6 +52,7 @@ class CardInputs:
     training_eval: dict[str, Any] | None = None
     remote_code: list[str] = field(default_factory=list)
     has_replay: bool = False
+    has_curves: bool = False
 
     @classmethod
     def from_folder(cls, folder: str | Path, eval_dir: str | Path | None = None) -> CardInputs:
@@ -61,7 +69,30 @@ class CardInputs:
             training_eval=_read_json(folder / TRAINING_EVAL_REPORT_NAME),
             remote_code=remote_code_files(folder),
             has_replay=(evaluation / REPLAY_NAME).is_file(),
+            has_curves=(folder / TRAINING_CURVES_NAME).is_file(),
         )
+
+
+def default_install_command(distribution: str = DISTRIBUTION) -> str:
+    """How a reader installs this package, from its metadata: `$DMAMBA_INSTALL_COMMAND` when set, else
+    `pip install "<name> @ git+<repository>"` from a source URL in the metadata (`[project.urls]`) or the VCS URL
+    it was installed from, else `pip install <path to a checkout>`: the name alone does not resolve on every
+    package index."""
+    if os.environ.get(INSTALL_ENV):
+        return os.environ[INSTALL_ENV]
+    try:
+        dist = metadata.distribution(distribution)
+    except metadata.PackageNotFoundError:
+        return f"pip install {distribution}"
+    name = dist.metadata["Name"] or distribution
+    for entry in dist.metadata.get_all("Project-URL") or []:
+        label, _, url = entry.partition(",")
+        if label.strip().lower() in SOURCE_URL_LABELS and url.strip():
+            return f'pip install "{name} @ git+{url.strip().removeprefix("git+")}"'
+    direct = json.loads(dist.read_text("direct_url.json") or "{}")
+    if "vcs_info" in direct:
+        return f'pip install "{name} @ {direct["vcs_info"]["vcs"]}+{direct["url"]}"'
+    return f"pip install <path to a checkout of {name}>"
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -206,8 +237,10 @@ def render_model_card(
     repo_id: str | None = None,
     eval_dir: str | Path | None = None,
     model_name: str | None = None,
+    install_command: str | None = None,
 ) -> ModelCard:
-    """Render the model card of a saved model folder from the template; `repo_id` fills the usage snippet."""
+    """Render the model card of a saved model folder from the template; `repo_id` fills the usage snippet and
+    `install_command` the install line (default: `default_install_command()`)."""
     inputs = CardInputs.from_folder(folder, eval_dir)
     repo = repo_id or f"<user>/{Path(folder).resolve().name}"
     name = model_name or repo.split("/")[-1]
@@ -216,6 +249,13 @@ def render_model_card(
     if inputs.has_replay:
         replay_url = (
             f"https://huggingface.co/{repo_id}/resolve/main/{REPLAY_NAME}" if repo_id else REPLAY_NAME
+        )
+    curves_url = None
+    if inputs.has_curves:
+        curves_url = (
+            f"https://huggingface.co/{repo_id}/resolve/main/{TRAINING_CURVES_NAME}"
+            if repo_id
+            else TRAINING_CURVES_NAME
         )
     targets = [r["target_return"] for report in inputs.evaluations for r in report["results"]]
     return ModelCard.from_template(
@@ -228,6 +268,8 @@ def render_model_card(
         evaluation_rows=_evaluation_rows(inputs),
         training_eval=_training_eval(inputs.training_eval),
         replay_url=replay_url,
+        curves_url=curves_url,
+        install_command=install_command or default_install_command(),
         remote_code=inputs.remote_code,
         env_id=config.get("env_id") or "<env_id>",
         target_return=next((t for t in targets if t is not None), config.get("target_return")),
@@ -236,4 +278,12 @@ def render_model_card(
     )
 
 
-__all__ = ["TEMPLATE_PATH", "CardInputs", "card_data", "eval_results", "hub_dataset_id", "render_model_card"]
+__all__ = [
+    "TEMPLATE_PATH",
+    "CardInputs",
+    "card_data",
+    "default_install_command",
+    "eval_results",
+    "hub_dataset_id",
+    "render_model_card",
+]

@@ -12,17 +12,18 @@ from pathlib import Path
 
 from transformers.dynamic_module_utils import get_relative_import_files
 
-from ..cli.evaluate import RESULTS_NAME as EVAL_RESULTS_NAME
-from ..cli.evaluate import VIDEO_NAME as REPLAY_NAME
 from ..evaluation.callback import REPORT_NAME as TRAINING_EVAL_REPORT_NAME
+from ..evaluation.results import EVAL_RESULTS_NAME, REPLAY_NAME
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 CARD_NAME = "README.md"
 TRAINING_ARGS_NAME = "training_args.json"
+TRAINING_CURVES_NAME = "training_curves.png"
+"""The PNG of the loss and the environment returns that `dmamba train` writes into its run folder."""
 
 REQUIRED_FILES = (WEIGHTS_NAME, CONFIG_NAME)
-MODEL_FILES = (*REQUIRED_FILES, TRAINING_ARGS_NAME)
+MODEL_FILES = (*REQUIRED_FILES, TRAINING_ARGS_NAME, TRAINING_CURVES_NAME)
 EVALUATION_FILES = (EVAL_RESULTS_NAME, REPLAY_NAME)
 # What a Trainer checkpoint needs to resume (hub_strategy="checkpoint"), without the pickled `training_args.bin`.
 CHECKPOINT_FILES = (*REQUIRED_FILES, "optimizer.pt", "scheduler.pt", "scaler.pt", "trainer_state.json")

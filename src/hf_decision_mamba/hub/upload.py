@@ -27,10 +27,12 @@ def build_upload_folder(
     destination: str | Path,
     repo_id: str | None = None,
     eval_dir: str | Path | None = None,
+    install_command: str | None = None,
 ) -> Path:
-    """Write into `destination` exactly what would be uploaded for the model in `source`: files and model card."""
+    """Write into `destination` exactly what would be uploaded for the model in `source`: files and model card
+    (`install_command`: the card's install line, see `render_model_card`)."""
     destination = copy_selected(select_model_files(source, eval_dir), destination)
-    card = render_model_card(source, repo_id=repo_id, eval_dir=eval_dir)
+    card = render_model_card(source, repo_id=repo_id, eval_dir=eval_dir, install_command=install_command)
     card.save(destination / CARD_NAME)
     return destination
 
@@ -89,6 +91,7 @@ def publish(
     *,
     eval_dir: str | Path | None = None,
     checkpoint: bool = False,
+    install_command: str | None = None,
     **push_kwargs: Any,
 ) -> Any:
     """Build the upload folder of `source` in a temporary folder and push it (`checkpoint=True`: resumable files)."""
@@ -97,7 +100,9 @@ def publish(
         if checkpoint:
             build_checkpoint_folder(source, staging)
         else:
-            build_upload_folder(source, staging, repo_id=repo_id, eval_dir=eval_dir)
+            build_upload_folder(
+                source, staging, repo_id=repo_id, eval_dir=eval_dir, install_command=install_command
+            )
         result = push_folder(staging, repo_id, **push_kwargs)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -114,7 +114,11 @@ class EnvEvaluationArguments:
         },
     )
     env_eval: bool = field(
-        default=True, metadata={"help": "Evaluate in the environment (--no_env_eval to skip)."}
+        default=True,
+        metadata={
+            "help": "Evaluate in the environment (--no_env_eval: never, not even the final model; to evaluate "
+            "only at the end use --env_eval_steps 0)."
+        },
     )
     env_eval_episodes: int = field(default=10, metadata={"help": "Episodes per evaluation, run in parallel."})
     env_eval_seed: int = field(default=0, metadata={"help": "Episode i starts from seed env_eval_seed + i."})
@@ -124,7 +128,8 @@ class EnvEvaluationArguments:
     env_eval_steps: int | None = field(
         default=None,
         metadata={
-            "help": "Evaluate every N steps (default: with --eval_strategy/--eval_steps; always at the end)."
+            "help": "Evaluate every N steps; 0: only the final model, at the end (default: with "
+            "--eval_strategy/--eval_steps). The final model is always evaluated, once."
         },
     )
     env_eval_max_episode_steps: int | None = field(

@@ -2,7 +2,8 @@
 
 `run_training(args)` = `prepare_run` (seeded config, model and window datasets) + `build_trainer` (optimizer
 groups, environment-evaluation callback, atomic checkpoints) + `train_and_finish` (resume, SIGTERM handling,
-final save, evaluation JSON, replay video, model card, push). The pieces are public so that scripts can change
+final save, evaluation JSON, replay video, training-curves PNG, model card, push). The final model is evaluated
+once: the callback's evaluation at train end is the one written to `eval_results.json`. The pieces are public so that scripts can change
 one of them (the multi-process test wraps the training dataset to record what each rank saw).
 """
 
@@ -26,12 +27,15 @@ from ..hub import (
     EVAL_RESULTS_NAME,
     REPLAY_NAME,
     TRAINING_ARGS_NAME,
+    TRAINING_CURVES_NAME,
+    TRAINING_EVAL_REPORT_NAME,
     WEIGHTS_NAME,
     render_model_card,
 )
 from ..modeling_decision_mamba import DecisionMambaModel
 from ..presets import get_preset
 from .arguments import RecipeArguments
+from .curves import plot_training_curves
 from .data import TrainingData, build_training_data, infer_env_id
 from .models import build_config, build_model, build_optimizer
 from .trainer import TRAINER_STATE_NAME, DecisionTrainer, is_complete_checkpoint, last_complete_checkpoint
@@ -69,6 +73,7 @@ class TrainingResult:
     checkpoint: str | None = None
     evaluation: dict[str, Any] | None = None
     training_eval: dict[str, Any] | None = None
+    training_curves: str | None = None
 
 
 def seed_everything(seed: int, full_determinism: bool = False) -> None:
@@ -114,11 +119,20 @@ def prepare_run(args: RecipeArguments) -> Run:
 
 
 def build_env_callback(run: Run) -> EnvironmentEvaluationCallback | None:
-    """The environment-evaluation callback of `--env_eval*` (None with `--no_env_eval`)."""
+    """The environment-evaluation callback of `--env_eval*` (None with `--no_env_eval`).
+
+    Its evaluation at train end is the final one (with the replay); the CLI prints the final table, so the
+    callback does not print its own."""
     evaluation = run.args.evaluation
     if not evaluation.env_eval:
         return None
-    return EnvironmentEvaluationCallback(eval_every=evaluation.env_eval_steps, **evaluation_settings(run))
+    video = run.output_dir / REPLAY_NAME if evaluation.record_replay else None
+    return EnvironmentEvaluationCallback(
+        eval_every=evaluation.env_eval_steps,
+        final_video=video,
+        print_summary=False,
+        **evaluation_settings(run),
+    )
 
 
 def evaluation_settings(run: Run) -> dict[str, Any]:
@@ -141,7 +155,13 @@ def adapt_to_processes(training: TrainingArguments, model: PreTrainedModel) -> N
     if training.ddp_find_unused_parameters is None:
         training.ddp_find_unused_parameters = not isinstance(model, DecisionMambaModel)
     if training.enable_jit_checkpoint and training.world_size > 1:
-        logger.warning("SIGTERM checkpoints are off with several processes; scheduled checkpoints remain.")
+        if training.process_index == 0:
+            logger.info(
+                "Training on %d processes: a SIGTERM stops the run without saving a checkpoint first; it resumes "
+                "from the last checkpoint saved every %s steps.",
+                training.world_size,
+                training.save_steps,
+            )
         training.enable_jit_checkpoint = False
 
 
@@ -233,27 +253,58 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
     os.replace(temporary, path)
 
 
-def final_evaluation(run: Run, model: PreTrainedModel) -> dict[str, Any]:
-    """Evaluate the final model (same seeds as during training), write `eval_results.json` and `replay.mp4`."""
+def final_evaluation(
+    run: Run,
+    model: PreTrainedModel,
+    callback: EnvironmentEvaluationCallback | None = None,
+    state: TrainerState | None = None,
+) -> dict[str, Any]:
+    """The final model's evaluation (same seeds as during training), written to `eval_results.json` (with
+    `replay.mp4`).
+
+    With the `callback` and the trainer's `state`, its evaluation of the model at `state.global_step` (made at
+    train end, replay included) is reused, so the final model is evaluated once; a run restored without
+    training has none, so the callback evaluates it now.
+    """
     evaluation = run.args.evaluation
     video = run.output_dir / REPLAY_NAME if evaluation.record_replay else None
-    report = evaluate_policy(model, record_video=video, **evaluation_settings(run))
+    if callback is None or state is None:
+        report = evaluate_policy(model, record_video=video, **evaluation_settings(run))
+    else:
+        if callback.final(state) is None:
+            callback.evaluate(state, model, record_video=video)
+            callback.envs.close()
+            callback.write_report(run.output_dir / TRAINING_EVAL_REPORT_NAME)
+        report = callback.final(state)["report"]
     report = {"model": str(run.output_dir), **report}
     write_json(run.output_dir / EVAL_RESULTS_NAME, report)
     return report
 
 
+def write_training_curves(
+    run: Run, trainer: DecisionTrainer, callback: EnvironmentEvaluationCallback | None
+) -> Path:
+    """`training_curves.png` in the run folder: the logged loss and every environment evaluation's return."""
+    title = f"{run.args.model.preset} ({run.args.model.model_type}) on {run.args.data.dataset}"
+    evaluations = callback.history if callback is not None else []
+    return plot_training_curves(
+        trainer.state.log_history, evaluations, run.output_dir / TRAINING_CURVES_NAME, title
+    )
+
+
 def _finish(
     run: Run, trainer: DecisionTrainer, callback: EnvironmentEvaluationCallback | None
-) -> dict | None:
-    """Save the final model and state; on the main process evaluate it and render the model card."""
+) -> tuple[dict | None, Path | None]:
+    """Save the final model and state; on the main process take its evaluation, draw the training curves and
+    render the model card. Returns the evaluation and the curves' path."""
     trainer.save_final_model()
     trainer.save_state()
     if not trainer.is_world_process_zero():
-        return None
-    report = final_evaluation(run, trainer.model) if callback is not None else None
+        return None, None
+    report = final_evaluation(run, trainer.model, callback, trainer.state) if callback is not None else None
+    curves = write_training_curves(run, trainer, callback)
     render_model_card(run.output_dir).save(run.output_dir / CARD_NAME)
-    return report
+    return report, curves
 
 
 def _train(trainer: DecisionTrainer, resume: str | None, max_steps: int) -> bool:
@@ -291,7 +342,8 @@ def train_and_finish(
     if terminated:
         result.checkpoint = last_complete_checkpoint(run.output_dir)
         return result
-    result.evaluation = _finish(run, trainer, callback)
+    result.evaluation, curves = _finish(run, trainer, callback)
+    result.training_curves = None if curves is None else str(curves)
     result.training_eval = callback.report() if callback is not None and callback.history else None
     if training.push_to_hub:
         trainer.push_to_hub()
@@ -313,6 +365,7 @@ __all__ = [
     "build_env_callback",
     "build_trainer",
     "final_evaluation",
+    "write_training_curves",
     "choose_env_id",
     "prepare_run",
     "resolve_resume",
