@@ -345,3 +345,28 @@ def test_training_curves_plot_the_loss_and_each_evaluation_against_its_target(tm
     assert return_series(evaluations) == [{"target": 3600.0, "steps": [2], "mean": [10.0], "std": [2.0]}]
     path = plot_training_curves(log, evaluations, tmp_path / "curves.png", title="run")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_decision_transformer_is_built_saved_and_loaded_without_token_id_warnings(tmp_path, capfd, caplog):
+    run = prepare_run(tiny_args(tmp_path, "--model_type", "decision_transformer", "--report_to", "none"))
+    run.model.save_pretrained(tmp_path / "dt")
+    AutoModel.from_pretrained(tmp_path / "dt")
+    shown = capfd.readouterr().err + caplog.text
+    assert "bos_token_id" not in shown and "eos_token_id" not in shown
+    assert (run.model.config.bos_token_id, run.model.config.eos_token_id) == (None, None)
+
+
+def test_multi_process_runs_say_once_on_the_main_process_how_a_sigterm_resumes(caplog):
+    import logging
+    from types import SimpleNamespace
+
+    from hf_decision_mamba.training.recipe import adapt_to_processes
+
+    caplog.set_level(logging.INFO, logger="hf_decision_mamba")
+    for rank in (0, 1):
+        training = SimpleNamespace(ddp_find_unused_parameters=False, enable_jit_checkpoint=True, world_size=2,
+                                   process_index=rank, save_steps=500)  # fmt: skip
+        adapt_to_processes(training, torch.nn.Linear(1, 1))
+        assert training.enable_jit_checkpoint is False
+    assert [record.levelname for record in caplog.records] == ["INFO"]
+    assert "resumes from the last checkpoint saved every 500 steps" in caplog.text

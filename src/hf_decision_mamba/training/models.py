@@ -209,6 +209,8 @@ def decision_transformer_config(
         embd_pdrop=config.dropout,
         attn_pdrop=config.dropout,
         initializer_range=config.initializer_range,
+        bos_token_id=None,  # GPT-2's 50256 lies outside DT's one-token vocabulary: transformers warns on it
+        eos_token_id=None,
         **{name: getattr(config, name) for name in ACTING_FIELDS},
     )
 
