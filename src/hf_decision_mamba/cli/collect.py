@@ -23,12 +23,18 @@ from ..data.collection import (
     summarise,
     write_parquet_dataset,
 )
+from .options import accept_both_spellings
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dmamba collect", description=__doc__.splitlines()[0])
     parser.add_argument("--env", required=True, help="Gymnasium or ALE id, e.g. Hopper-v5 or ALE/Breakout-v5")
-    parser.add_argument("--behaviour", choices=BEHAVIOURS, default="random")
+    parser.add_argument(
+        "--behaviour",
+        choices=BEHAVIOURS,
+        default="random",
+        help="who acts: uniform random, a scripted controller, a model",
+    )
     amount = parser.add_mutually_exclusive_group(required=True)
     amount.add_argument("--steps", type=int, help="total environment steps (the last episode is cut)")
     amount.add_argument("--episodes", type=int, help="number of episodes")
@@ -55,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    return parser
+    return accept_both_spellings(parser)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..evaluation.results import EVAL_RESULTS_NAME as RESULTS_NAME
 from ..evaluation.results import REPLAY_NAME as VIDEO_NAME
+from .options import accept_both_spellings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,10 +22,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("model", help="local model folder or Hub repo id")
     parser.add_argument("--env_id", help="environment (default: the model config's env_id)")
-    parser.add_argument("--num_episodes", type=int, default=10)
+    parser.add_argument("--num_episodes", type=int, default=10, help="seeded episodes to play (default 10)")
     parser.add_argument("--seed", type=int, default=0, help="episode i starts from seed + i")
     parser.add_argument("--target_return", type=float, action="append", help="repeat to evaluate several")
-    parser.add_argument("--mode", choices=("window", "recurrent"), default="window")
+    parser.add_argument(
+        "--mode",
+        choices=("window", "recurrent"),
+        default="window",
+        help="inference mode: window (the last K steps each step, as trained) or recurrent (state carried)",
+    )
     parser.add_argument("--output_dir", help="default: eval_results/<model name>")
     parser.add_argument("--no_video", action="store_true", help="skip the replay video of the first episode")
     parser.add_argument("--num_envs", type=int, help="parallel environments (default: one per episode)")
@@ -42,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     atari.add_argument("--repeat_action_probability", type=float, help="sticky actions (default 0.25; DT: 0)")
     atari.add_argument("--noop_max", type=int, help="up to this many no-ops at reset (default 30)")
     atari.add_argument("--full_action_space", action="store_true", default=None, help="all 18 actions")
-    return parser
+    return accept_both_spellings(parser)
 
 
 def load_model(name_or_path: str, device: str | None = None) -> Any:

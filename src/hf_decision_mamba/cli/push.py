@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from ..hub import build_upload_folder, publish
+from .options import accept_both_spellings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--upload_dir", help="where --dry_run builds the folder (default: a new temporary folder)"
     )
-    return parser
+    return accept_both_spellings(parser)
 
 
 def dry_run(args: argparse.Namespace) -> Path:
