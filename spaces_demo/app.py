@@ -42,7 +42,8 @@ MAX_SEED = 1_000_000
 CACHE_SIZE = 32
 QUEUE_SIZE = 16
 RENDER_SIZE = 320
-"""MuJoCo video frames are RENDER_SIZE x RENDER_SIZE."""
+"""MuJoCo video frames are RENDER_SIZE x RENDER_SIZE, rendered without shadows and reflections (4x faster in
+software OpenGL: the video took 18-23 s for 2.5-3 s of play under load, rendering being most of it)."""
 TORCH_THREADS = int(os.environ.get("DMAMBA_SPACE_TORCH_THREADS", "1"))
 """Batch-1 acting is latency-bound: one thread is 10-20x faster than two on a busy 2-vCPU machine."""
 TARGET_FALLBACK = (-1_000.0, 1_000_000.0)
@@ -180,7 +181,9 @@ def torch_threads(count: int) -> Iterator[None]:
 def run_request(request: Request) -> EpisodeRecording:
     """Play the requested episode and record its video."""
     mujoco = env_family(request.env_id) == "mujoco"
-    kwargs = {"render_width": RENDER_SIZE, "render_height": RENDER_SIZE} if mujoco else {}
+    kwargs = (
+        {"render_width": RENDER_SIZE, "render_height": RENDER_SIZE, "render_effects": False} if mujoco else {}
+    )
     with torch_threads(TORCH_THREADS):
         return record_episode(
             load_checkpoint(request.model), request.env_id, request.seed, request.target_return, request.mode,
@@ -283,6 +286,12 @@ def play(model: str, env_id: str, seed: float, target: float, mode: str, max_ste
     )  # fmt: skip
 
 
+def clear_results() -> tuple:
+    """Empty outputs, shown as soon as a new episode is asked for: a failed request must not leave the previous
+    episode on screen as if it were its result."""
+    return None, None, None, "", None, None
+
+
 def suggest_target(env_id: str, current: float) -> float:
     """The papers' target return for `env_id`, or `current` for other environments."""
     try:
@@ -326,7 +335,9 @@ def build_demo() -> gr.Blocks:
             attention_plot = gr.Plot(label="Hidden attention of the last step", show_label=False)
         inputs = [model, env_id, seed, target, mode, max_steps]
         outputs = [video, total, score, details, returns_plot, attention_plot]
-        button.click(play, inputs, outputs, api_name="play")
+        button.click(clear_results, None, outputs, queue=False, api_visibility="private").then(
+            play, inputs, outputs, api_name="play"
+        )
         env_id.change(
             suggest_target, [env_id, target], target, api_name="suggest_target", concurrency_limit=None
         )  # instant, so it never waits behind an episode

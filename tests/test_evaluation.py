@@ -431,3 +431,14 @@ def test_evaluation_progress_shows_steps_and_episodes_done(capsys):
     evaluate_policy(LinearPolicy(), "hopper", num_episodes=2, max_episode_steps=20, progress=True)
     shown = capsys.readouterr().err
     assert "step" in shown and "episodes 2/2" in shown and "40/40" in shown
+
+
+def test_replays_can_skip_shadows_and_reflections_for_speed(tmp_path):
+    from hf_decision_mamba.envs import MujocoProtocol
+    from hf_decision_mamba.evaluation import record_replay
+
+    actions, total = _scripted_actions("Hopper-v5", 20)
+    protocol = MujocoProtocol(render_width=64, render_height=64, render_effects=False)
+    assert is_browser_playable(record_replay("Hopper-v5", protocol, 0, actions, tmp_path / "fast.mp4", total))
+    with pytest.raises(ValueError, match="^render_effects="):
+        MujocoProtocol(render_effects="off")

@@ -146,7 +146,15 @@ def test_bad_inputs_give_readable_messages(server, checkpoint, inputs, message):
 
 def test_queue_explicit_api_names_and_request_parsing(app):
     demo = app.build_demo()
-    assert sorted(fn.api_name for fn in demo.fns.values()) == ["play", "suggest_target"]
+    public = [
+        fn.api_name
+        for fn in demo.fns.values()
+        if fn.api_name and getattr(fn, "api_visibility", "public") == "public"
+    ]
+    assert sorted(public) == ["play", "suggest_target"]
+    assert app.clear_results() == (None, None, None, "", None, None), (
+        "a new request first empties every output"
+    )
     assert demo._queue.max_size == app.QUEUE_SIZE and demo._queue.default_concurrency_limit == 1
     assert app.target_bounds("ALE/Pong-v5") == (-21.0, 100.0) and app.target_bounds("ALE/Tennis-v5")[0] < 0
     request = app.parse_request(" some/model ", "walker2d", 7.0, 100, "recurrent", 10)
@@ -204,6 +212,8 @@ def test_browser_plays_an_episode(server, checkpoint, tmp_path):
             textbox.fill("no-such-user/no-such-model")
             page.locator("#play-button").click()
             expect(page.get_by_text("Could not load model").first).to_be_visible(timeout=30_000)
+            expect(page.locator("#summary")).not_to_contain_text("Return")  # the old episode is gone
+            expect(page.locator("#episode-video video")).to_have_count(0)
         finally:
             browser.close()
     assert (tmp_path / "space.png").stat().st_size > 10_000

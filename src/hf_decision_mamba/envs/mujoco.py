@@ -6,6 +6,7 @@ import os
 import sys
 
 import gymnasium as gym
+import mujoco
 
 from .protocols import MujocoProtocol
 
@@ -59,3 +60,10 @@ def make_mujoco_vector_env(
     return gym.vector.SyncVectorEnv(
         [lambda: make_mujoco_env(env_id, protocol, render_mode) for _ in range(num_envs)]
     )
+
+
+def set_render_effects(env: gym.Env, enabled: bool) -> None:
+    """Turn shadows and floor reflections of `env`'s `rgb_array` renderer on or off (builds the renderer)."""
+    viewer = env.unwrapped.mujoco_renderer._get_viewer("rgb_array")
+    for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION):
+        viewer.scn.flags[flag] = int(enabled)

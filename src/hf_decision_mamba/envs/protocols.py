@@ -73,16 +73,22 @@ class AtariProtocol:
 
 @dataclass(frozen=True)
 class MujocoProtocol:
-    """Gymnasium MuJoCo v5 settings; `max_episode_steps` overrides the env's 1000-step TimeLimit."""
+    """Gymnasium MuJoCo v5 settings; `max_episode_steps` overrides the env's 1000-step TimeLimit.
+
+    `render_effects=False` renders replays without shadows and floor reflections: 4x faster with software
+    OpenGL (Mesa's llvmpipe, 105 -> 25 ms per 320x320 frame on a loaded 2-core machine), for the Space.
+    """
 
     max_episode_steps: int = MUJOCO_MAX_EPISODE_STEPS
     render_width: int = 480
     render_height: int = 480
+    render_effects: bool = True
 
     def __post_init__(self) -> None:
         check_int("max_episode_steps", self.max_episode_steps, 1)
         check_int("render_width", self.render_width, 16)
         check_int("render_height", self.render_height, 16)
+        check_bool("render_effects", self.render_effects)
 
 
 Protocol = AtariProtocol | MujocoProtocol

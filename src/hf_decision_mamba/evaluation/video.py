@@ -58,7 +58,7 @@ def write_mp4(frames: Iterable[np.ndarray], path: str | Path, fps: float) -> Pat
             size = (frame.shape[1], frame.shape[0])
             writer = imageio_ffmpeg.write_frames(
                 str(path), size, fps=fps, codec="libx264", pix_fmt_in="rgb24", pix_fmt_out="yuv420p",
-                macro_block_size=1, output_params=["-movflags", "+faststart"],
+                macro_block_size=1, output_params=["-preset", "veryfast", "-movflags", "+faststart"],
             )  # fmt: skip
             writer.send(None)
         writer.send(frame)
@@ -94,11 +94,13 @@ def is_browser_playable(path: str | Path) -> bool:
 
 def _mujoco_frames(env_id: str, protocol: MujocoProtocol, seed: int, actions: Sequence[np.ndarray]):
     """Replay `actions` from `reset(seed)` in a rendering MuJoCo env: (frames, fps, replayed return)."""
-    from ..envs.mujoco import make_mujoco_env
+    from ..envs.mujoco import make_mujoco_env, set_render_effects
 
     env = make_mujoco_env(env_id, protocol, render_mode="rgb_array")
     stride = max(1, round(env.metadata.get("render_fps", VIDEO_FPS) / VIDEO_FPS))
     env.reset(seed=seed)
+    if not protocol.render_effects:
+        set_render_effects(env, False)
     frames, total = [env.render()], 0.0
     for step, action in enumerate(actions, start=1):
         _, reward, terminated, truncated, _ = env.step(action)
