@@ -27,7 +27,8 @@ def test_defaults_train_a_small_decision_mamba_on_the_embedded_data_and_options_
 
 
 def test_quickstart_prints_the_dataset_mean_next_to_the_evaluated_return(tmp_path, capsys):
-    argv = [*TINY_TRAIN_ARGS, "--output_dir", str(tmp_path), "--max_steps", "3", "--report_to", "none"]
+    argv = [*TINY_TRAIN_ARGS, "--output_dir", str(tmp_path), "--max_steps", "3", "--env_eval_steps", "2",
+            "--report_to", "none"]  # fmt: skip
     assert quickstart.main(argv) == 0
     table = capsys.readouterr().out
 
@@ -35,9 +36,18 @@ def test_quickstart_prints_the_dataset_mean_next_to_the_evaluated_return(tmp_pat
         float(np.sum(episode["rewards"])) for episode in load_trajectories("embedded:hopper", max_episodes=6)
     ]
     assert f"dataset embedded:hopper: 6 episodes, mean episode return {np.mean(returns):.1f}" in table
-    assert "Decision Mamba, final model (LAST)" in table and "BEST" in table
+    assert table.count("Decision Mamba, final model (LAST)") == 1 and "BEST, step 2" in table
+    assert table.count("return (mean ± std)") == 1, "one table"
+    assert f"Training curves: {tmp_path / 'training_curves.png'}" in table
     learned, verdict, mean = re.search(
         r"mean return (\S+) (beats|does NOT beat) .* return (\S+)\.", table
     ).groups()
     assert (float(learned) > float(mean)) == (verdict == "beats")
     assert (tmp_path / "eval_results.json").is_file() and (tmp_path / "README.md").is_file()
+
+
+def test_with_one_evaluation_the_table_shows_the_final_model_alone(tmp_path, capsys):
+    argv = [*TINY_TRAIN_ARGS, "--output_dir", str(tmp_path), "--max_steps", "2", "--report_to", "none"]
+    assert quickstart.main(argv) == 0
+    table = capsys.readouterr().out
+    assert "final model (LAST)" in table and "BEST" not in table
