@@ -14,6 +14,7 @@ import pytest
 from datasets import Array3D, Dataset, Features
 from transformers import Trainer
 
+from conftest import load_script
 from hf_decision_mamba import PRESETS, DecisionMambaConfig, DecisionMambaModel
 from hf_decision_mamba.cli import train as train_cli
 from hf_decision_mamba.data import canonical_features, sources
@@ -27,7 +28,7 @@ from hf_decision_mamba.training import (
     run_training,
 )
 from hf_decision_mamba.training.recipe import choose_env_id
-from test_data_atari import load_script, record_breakout, write_dqn_checkpoint, write_jat_parquet
+from test_data_atari import record_breakout, write_dqn_checkpoint, write_jat_parquet
 
 ATARI_PRESETS = sorted(
     name for name, preset in PRESETS.items() if preset["config"]["state_encoder"] == "atari_cnn"

@@ -3,27 +3,16 @@ each timed cold (envs built) and warm (envs from a pool), with identical episode
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
+
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_script():
-    """Import the script as a module (scripts/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(
-        "benchmark_atari_script", ROOT / "scripts" / "benchmark_atari.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_a_tiny_evaluation_run_reports_cold_and_warm_ratios_of_identical_episodes(capsys):
-    script = load_script()
+    script = load_script("benchmark_atari")
     argv = ["--only", "evaluation", "--episodes", "3", "--max_episode_steps", "6", "--eval_repeats", "1"]
     assert script.main(argv) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("{")]

@@ -4,25 +4,17 @@ with a 95% t-interval, and one tiny end-to-end run generates data, trains DM and
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location(
-        "benchmark_learning", ROOT / "scripts" / "benchmark_learning.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmark_learning")
 
 
 def write_report(folder: Path, returns: dict[int, float]) -> None:

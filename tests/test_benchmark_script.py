@@ -5,16 +5,16 @@ report with the issue's targets and a PNG plot, printing the ratio table last.""
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTEXTS = [8, 16]
@@ -29,16 +29,7 @@ TINY_RUN = [
 NUMBER = re.compile(r"^\d+(\.\d+)?$")
 
 
-def load_benchmark():
-    """Import the script as a module (scripts/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("benchmark_script", ROOT / "scripts" / "benchmark.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
-    spec.loader.exec_module(module)
-    return module
-
-
-benchmark = load_benchmark()
+benchmark = load_script("benchmark")
 
 
 def md_section_table(markdown: str, heading: str) -> list[dict[str, str]]:

@@ -4,7 +4,6 @@ DQN-replay checkpoint layout, and `dmamba collect` on an ALE game."""
 from __future__ import annotations
 
 import gzip
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ import pytest
 import torch
 from datasets import Dataset, Features, Image, IterableDataset, Sequence, Value
 
+from conftest import load_script
 from hf_decision_mamba import DecisionMambaConfig, DecisionMambaModel
 from hf_decision_mamba.data import TrajectoryWindowDataset, iter_episodes, load_trajectories, sources
 from hf_decision_mamba.data.atari import split_stacks
@@ -208,13 +208,6 @@ def write_dqn_checkpoint(directory, checkpoint, episodes, capacity):
         directory / f"invalid_range_ckpt.{checkpoint}.gz",
         np.arange(add_count % capacity - 1, add_count % capacity + 3),
     )
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
