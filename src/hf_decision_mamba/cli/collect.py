@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--behaviour",
         choices=BEHAVIOURS,
         default="random",
-        help="who acts: uniform random, a scripted controller, a model",
+        help="who acts: uniform random, a scripted controller (MuJoCo linear, Breakout/Pong from RAM), a model",
     )
     amount = parser.add_mutually_exclusive_group(required=True)
     amount.add_argument("--steps", type=int, help="total environment steps (the last episode is cut)")
@@ -41,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--seed", type=int, default=0, help="episode k is reset with seed + k; seeds the policy"
     )
-    parser.add_argument("--noise", type=float, nargs="+", default=[0.0], help="scripted: Gaussian noise stds")
+    parser.add_argument(
+        "--noise", type=float, nargs="+", default=[0.0], help="scripted MuJoCo: Gaussian noise stds"
+    )
     parser.add_argument(
         "--random-prob", type=float, nargs="+", default=[0.0], help="scripted: epsilon-random probs"
     )

@@ -1,7 +1,8 @@
 """Roll out a behaviour policy in a Gymnasium or ALE environment and write a Hub-ready canonical dataset.
 
 Behaviours: `random` (uniform actions), `scripted` (a fixed linear controller for Hopper, Walker2d and HalfCheetah
-with per-episode Gaussian noise and epsilon-random actions, cycling through the given levels so that returns vary)
+with per-episode Gaussian noise and epsilon-random actions, cycling through the given levels so that returns vary;
+for Breakout and Pong a RAM-reading paddle controller, `scripted_atari.py`)
 and `model` (a saved model's policy). Output folder: `data/train-XXXXX-of-YYYYY.parquet` plus a `README.md` card.
 """
 
@@ -12,7 +13,7 @@ import itertools
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -28,6 +29,9 @@ from .schema import (
     canonical_features,
     episodes_to_table,
 )
+
+if TYPE_CHECKING:
+    from .scripted_atari import AtariScriptedPolicy
 
 CONTROLLERS_FILE = Path(__file__).parent / "embedded" / "linear_controllers.json"
 SHARD_BYTES = 256 * 2**20
@@ -149,10 +153,18 @@ def make_policy(
     random_prob: Sequence[float] = (0.0,),
     model: str | None = None,
     seed: int = 0,
-) -> RandomPolicy | ScriptedPolicy | ModelPolicy:
+) -> RandomPolicy | ScriptedPolicy | AtariScriptedPolicy | ModelPolicy:
     """Build the named behaviour policy."""
     if behaviour == "random":
         return RandomPolicy(env.action_space, seed)
+    if behaviour == "scripted" and is_atari(env_id):
+        if any(noise):
+            raise ValueError(
+                f"noise={list(noise)} is for continuous controllers; expected --random-prob for {env_id}."
+            )
+        from .scripted_atari import AtariScriptedPolicy
+
+        return AtariScriptedPolicy(env_id, env, random_prob, seed)
     if behaviour == "scripted":
         return ScriptedPolicy(env_id, env.action_space, noise, random_prob, seed)
     if behaviour == "model":
