@@ -97,6 +97,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--config-overrides", "--config_overrides", help="extra DecisionMambaConfig fields (DM only)"
     )
     parser.add_argument(
+        "--all-config-overrides",
+        "--all_config_overrides",
+        help="config fields for every model, the DT included (e.g. context_length=8)",
+    )
+    parser.add_argument(
         "--episodes", type=int, help="episodes per generated dataset (default: the quality's)"
     )
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (each gets one torch thread)")
@@ -170,7 +175,8 @@ def train_command(
     """The `dmamba train` command of one run: identical for every model but the model type and preset."""
     size = SIZES[args.size]
     is_dt = model == DT
-    overrides = ",".join(filter(None, [size["config_overrides"], None if is_dt else args.config_overrides]))
+    dm_only = None if is_dt else args.config_overrides
+    overrides = ",".join(filter(None, [size["config_overrides"], args.all_config_overrides, dm_only]))
     command = [
         sys.executable, "-m", "hf_decision_mamba.cli.train",
         "--model_type", "decision_transformer" if is_dt else "decision_mamba",
