@@ -47,6 +47,9 @@ MODEL = {
     "eval_every": 1000,
 }
 EVAL_EPISODES = 10
+DMAMBA = str(
+    Path(sys.executable).with_name("dmamba")
+)  # the command line of the environment running this script
 SECTION = "## Learning on Atari: Decision Mamba on scripted Breakout data"
 
 
@@ -73,7 +76,7 @@ def collect_dataset(args: argparse.Namespace) -> dict[str, float]:
     folder = args.output / "data" / "breakout-scripted"
     stats_file = folder / "stats.json"
     if not stats_file.exists():
-        command = ["dmamba", "collect", "--env", GAME, "--behaviour", "scripted", "--random-prob"]
+        command = [DMAMBA, "collect", "--env", GAME, "--behaviour", "scripted", "--random-prob"]
         command += [str(p) for p in DATA["random_prob"]]
         command += ["--episodes", str(args.episodes), "--seed", str(DATA["seed"])]
         command += ["--output", str(folder), "--no-progress"]
@@ -85,7 +88,7 @@ def collect_dataset(args: argparse.Namespace) -> dict[str, float]:
 def train_command(args: argparse.Namespace, seed: int, out: Path) -> list[str]:
     """The `dmamba train` command of one seed's run."""
     return [
-        "dmamba", "train", "--preset", MODEL["preset"],
+        DMAMBA, "train", "--preset", MODEL["preset"],
         "--dataset", str(args.output / "data" / "breakout-scripted"), "--env_id", GAME,
         "--config_overrides", MODEL["config_overrides"],
         "--per_device_train_batch_size", str(MODEL["per_device_train_batch_size"]),
