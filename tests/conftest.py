@@ -6,13 +6,30 @@ import importlib.util
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
-import pytest
-import torch
+# Every cache the suite could write goes to one temporary folder, set before any library reads these variables,
+# so tests never read or write the user's Hugging Face, Minari, matplotlib or compiler caches (subprocesses inherit).
+CACHE_ROOT = Path(tempfile.mkdtemp(prefix="dmamba-test-caches-"))
+CACHE_VARIABLES = {
+    "HF_HOME": "hf",
+    "HF_DATASETS_CACHE": "hf/datasets",
+    "HF_HUB_CACHE": "hf/hub",
+    "HF_MODULES_CACHE": "hf/modules",
+    "MINARI_DATASETS_PATH": "minari",
+    "MPLCONFIGDIR": "matplotlib",
+    "TORCHINDUCTOR_CACHE_DIR": "inductor",
+    "TRITON_CACHE_DIR": "triton",
+}
+for _variable, _folder in CACHE_VARIABLES.items():
+    os.environ[_variable] = str(CACHE_ROOT / _folder)
 
-from hf_decision_mamba import PRESETS, DecisionMambaConfig, DecisionMambaModel
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from hf_decision_mamba import PRESETS, DecisionMambaConfig, DecisionMambaModel  # noqa: E402
 
 MUJOCO_DIMS = {"state_dim": 5, "act_dim": 2}
 # Larger step sizes than Mamba's default make the state carry history strongly, so exactness checks bite.

@@ -4,6 +4,8 @@ canonical episode schema (no network: Hub paths are redirected to the files the 
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import datasets
 import h5py
@@ -15,6 +17,7 @@ import pytest
 from datasets import Dataset, Features, Sequence, Value
 
 from hf_decision_mamba.data import CANONICAL_COLUMNS, iter_episodes, load_trajectories, sources
+from hf_decision_mamba.data.collection import dataset_card, summarise, write_parquet_dataset
 from hf_decision_mamba.data.synthetic import synthetic_episodes
 
 GYM_REPLAY_FEATURES = Features(
@@ -307,3 +310,38 @@ def test_parquet_schema_of_written_canonical_data_keeps_float32(tmp_path):
     dataset.to_parquet(str(tmp_path / "two.parquet"))
     schema = pq.read_schema(tmp_path / "two.parquet")
     assert "float" in str(schema.field("observations").type)
+
+
+def _collected(folder, lengths):
+    """A `dmamba collect`-style folder (Hub layout shards plus a dataset card) holding episodes of `lengths`."""
+    stats = summarise(write_parquet_dataset(synthetic_episodes(lengths), folder))
+    card = dataset_card(title="t", env_id="Hopper-v5", behaviour="random", command="c", stats=stats)
+    (folder / "README.md").write_text(card)
+    return folder
+
+
+def test_two_folders_with_the_same_name_load_their_own_episodes(tmp_path):
+    first = _collected(tmp_path / "a" / "samebase", [20, 21])
+    second = _collected(tmp_path / "b" / "samebase", [30, 31, 32])
+    assert len(load_trajectories(first)) == 2
+    assert len(load_trajectories(second)) == 3
+
+
+def test_a_rewritten_folder_is_read_again(tmp_path):
+    folder = _collected(tmp_path / "data", [20, 21])
+    assert len(load_trajectories(folder)) == 2
+    _collected(folder, [25, 26, 27, 28])
+    assert [len(e["rewards"]) for e in iter_episodes(load_trajectories(folder))] == [25, 26, 27, 28]
+
+
+def test_the_suite_writes_only_to_its_own_caches():
+    from huggingface_hub import constants
+
+    from conftest import CACHE_ROOT
+
+    for cache in (
+        datasets.config.HF_DATASETS_CACHE,
+        constants.HF_HUB_CACHE,
+        os.environ["MINARI_DATASETS_PATH"],
+    ):
+        assert Path(cache).is_relative_to(CACHE_ROOT), cache

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from datasets import Dataset, DatasetDict, IterableDataset, concatenate_datasets, load_dataset, load_from_disk
+from datasets.data_files import DataFilesDict, EmptyDatasetError, get_data_patterns
 
 from .formats import to_canonical
 from .minari import MINARI_HUB_ORGANISATION, download_minari, find_minari_data, load_minari
@@ -65,7 +66,30 @@ def _load_local(path: Path, config: str | None, split: str, streaming: bool) -> 
         dataset = load_from_disk(str(path))
         dataset = dataset[split] if isinstance(dataset, DatasetDict) else dataset
         return dataset.to_iterable_dataset() if streaming else dataset
-    return load_dataset(str(path), split=split, streaming=streaming)
+    return _load_folder(path, split, streaming)
+
+
+def _load_folder(path: Path, split: str, streaming: bool) -> AnyDataset:
+    """The `split` files of a Hub-like folder, found with `datasets`' own split patterns.
+
+    They are passed as explicit data files, so the cache key hashes their paths and modification times: two
+    folders with the same name never share a cache entry, and a rewritten folder is read again.
+    """
+    try:
+        files = DataFilesDict.from_patterns(get_data_patterns(str(path)), base_path=str(path))
+    except EmptyDatasetError:
+        files = DataFilesDict()
+    if split not in files:
+        raise ValueError(f"{path}: no data files for split {split!r}; found splits {sorted(files)}.")
+    builders = {FILE_BUILDERS.get(Path(name).suffix) for name in files[split]}
+    if len(builders) != 1 or None in builders:
+        suffixes = sorted({Path(name).suffix for name in files[split]})
+        raise ValueError(
+            f"{path}: split {split!r} has files of types {suffixes}; expected one of {sorted(FILE_BUILDERS)}."
+        )
+    return load_dataset(
+        builders.pop(), data_files={split: list(files[split])}, split=split, streaming=streaming
+    )
 
 
 def _gym_replay_config(config: str | None) -> str:
