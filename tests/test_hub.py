@@ -30,6 +30,7 @@ REMOTE_CODE = {
     "policy_decision_mamba.py",
     "presets.py",
     "selective_scan.py",
+    *(f"selective_scan_{part}.py" for part in ("cbuild", "csrc", "fused", "numba", "ops", "torch")),
 }
 EXPECTED_UPLOAD = {"model.safetensors", "config.json", "README.md", "eval_results.json", "replay.mp4",
                    "training_args.json", *REMOTE_CODE}  # fmt: skip

@@ -12,8 +12,10 @@ import torch
 import torch.nn.functional as F
 
 from hf_decision_mamba import selective_scan as ss
+from hf_decision_mamba import selective_scan_cbuild as cbuild
+from hf_decision_mamba import selective_scan_fused as fused
 
-SCAN_FILE = Path(ss.__file__)
+SCAN_FILES = sorted(Path(ss.__file__).parent.glob("selective_scan*.py"))
 
 
 def _impl_available(impl: str) -> bool:
@@ -165,15 +167,15 @@ def test_zero_delta_prefix_is_exact_padding(impl):
 def test_fused_cpu_is_deterministic_across_thread_chunks(monkeypatch, impl, openmp):
     """Splitting rows over threads (chunk boundaries inside a batch element) gives the same answer, on
     OpenMP threads or on Python helper threads."""
-    if impl == "c" and openmp and not ss._c_openmp:
+    if impl == "c" and openmp and not cbuild._c_openmp:
         pytest.skip("C kernel built without OpenMP")
     if impl == "c" and not openmp:
-        monkeypatch.setattr(ss, "_c_openmp", False)
+        monkeypatch.setattr(cbuild, "_c_openmp", False)
     inputs = make_inputs(3, 35, 11, 16, dtype=torch.float64, seed=4)
     fn = lambda *a: run_scan(impl, *a, return_last_state=True)  # noqa: E731
     monkeypatch.setenv(ss._THREADS_ENV, "1")
     one = outputs_and_grads(fn, inputs)
-    monkeypatch.setattr(ss, "_num_chunks", lambda rows, work, impl: 4)
+    monkeypatch.setattr(fused, "_num_chunks", lambda rows, work, impl: 4)
     four = outputs_and_grads(fn, inputs)
     for name, a, b in zip(NAMES, one, four, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=name)
@@ -192,7 +194,7 @@ def test_fused_cpu_works_in_a_forked_child_after_parallel_use(monkeypatch):
     if ss._fused_impl() is None:
         pytest.skip("fused_cpu unavailable")
     inputs = make_inputs(4, 64, 30, 16, dtype=torch.float32, seed=8)
-    monkeypatch.setattr(ss, "_num_chunks", lambda rows, work, impl: 2)
+    monkeypatch.setattr(fused, "_num_chunks", lambda rows, work, impl: 2)
     expected = ss.selective_scan(*inputs, backend="fused_cpu")
     monkeypatch.undo()
     ctx = multiprocessing.get_context("fork")
@@ -457,19 +459,34 @@ def _stdlib() -> set[str]:
     return set(sys.stdlib_module_names) | {"__future__"}
 
 
-def test_file_is_loadable_as_remote_code():
-    """Top-level imports are stdlib + torch only; optional packages live inside try blocks."""
+@pytest.mark.parametrize("path", SCAN_FILES, ids=lambda path: path.name)
+def test_scan_files_are_loadable_as_remote_code(path):
+    """Top-level imports are stdlib + torch only, plus flat sibling `selective_scan*` files imported
+    relatively (so the remote-code file list follows them); optional packages live inside try blocks."""
     allowed = _stdlib() | {"torch"}
-    from transformers.dynamic_module_utils import get_imports
+    from transformers.dynamic_module_utils import get_imports, get_relative_imports
 
-    assert set(get_imports(SCAN_FILE)) <= allowed
-    tree = ast.parse(SCAN_FILE.read_text(encoding="utf-8"))
+    assert set(get_imports(path)) <= allowed
+    siblings = set(get_relative_imports(path))
+    assert all(
+        name.startswith("selective_scan") and (path.parent / f"{name}.py").is_file() for name in siblings
+    )
+    tree = ast.parse(path.read_text(encoding="utf-8"))
     for node in tree.body:
         if isinstance(node, ast.Import):
             assert {a.name.split(".")[0] for a in node.names} <= allowed
+        elif isinstance(node, ast.ImportFrom) and node.level:
+            assert node.level == 1 and node.module in siblings, "only flat scan siblings, by name"
         elif isinstance(node, ast.ImportFrom):
-            assert node.level == 0, "must not import other files of the package"
             assert node.module.split(".")[0] in allowed
+
+
+def test_the_dispatcher_reaches_every_scan_file():
+    """Shipping selective_scan.py ships its siblings: transformers follows relative imports from it."""
+    from transformers.dynamic_module_utils import get_relative_import_files
+
+    reached = {Path(name).name for name in get_relative_import_files(str(Path(ss.__file__)))}
+    assert reached | {"selective_scan.py"} == {path.name for path in SCAN_FILES}
 
 
 def test_cuda_dispatch_calls_the_kernels_with_their_signatures(monkeypatch):
