@@ -30,6 +30,7 @@ REMOTE_CODE = {
     "policy_decision_mamba.py",
     "presets.py",
     "selective_scan.py",
+    "validation_decision_mamba.py",
     *(f"selective_scan_{part}.py" for part in ("cbuild", "csrc", "fused", "numba", "ops", "torch")),
 }
 EXPECTED_UPLOAD = {"model.safetensors", "config.json", "README.md", "eval_results.json", "replay.mp4",

@@ -17,6 +17,7 @@ REMOTE_CODE_FILES = {
     "policy_decision_mamba.py",
     "presets.py",
     "selective_scan.py",
+    "validation_decision_mamba.py",
     *(f"selective_scan_{part}.py" for part in ("cbuild", "csrc", "fused", "numba", "ops", "torch")),
 }
 

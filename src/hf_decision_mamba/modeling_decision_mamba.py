@@ -23,6 +23,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_decision_mamba import DecisionMambaConfig
 from .selective_scan import causal_conv1d, dropout_add, selective_scan, selective_state_update
+from .validation_decision_mamba import IGNORE_INDEX, check_forward_inputs
 
 # ----------------------------------------------------------------------------------------------------------
 # Outputs and recurrent cache
@@ -394,11 +395,20 @@ def masked_action_loss(
     preds: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor, discrete: bool = False
 ) -> torch.Tensor:
     """Mean loss over the real (unpadded) steps: MSE for continuous actions, cross-entropy on logits for
-    discrete ones. Shared with the Decision Transformer baseline so both train on the same objective."""
-    real = attention_mask > 0
+    discrete ones, where labels of -100 are ignored (transformers' convention). Shared with the Decision
+    Transformer baseline so both train on the same objective. Weighted rather than indexed, so the shapes
+    never depend on the mask's values (torch.compile / export); 0 when no step counts."""
+    weight = attention_mask > 0
     if discrete:
-        return F.cross_entropy(preds[real].float(), labels.reshape(real.shape)[real].long())
-    return F.mse_loss(preds[real].float(), labels[real].float())
+        labels = labels.reshape(weight.shape).long()
+        weight = weight & (labels != IGNORE_INDEX)
+        targets = torch.where(weight, labels, torch.zeros_like(labels))
+        losses = F.cross_entropy(preds.float().flatten(0, 1), targets.flatten(), reduction="none")
+        losses = losses.view(weight.shape)
+    else:
+        losses = F.mse_loss(preds.float(), labels.float(), reduction="none").mean(-1)
+    weight = weight.to(losses.dtype)
+    return (losses * weight).sum() / weight.sum().clamp(min=1.0)
 
 
 def weight_decay_param_groups(
@@ -470,65 +480,29 @@ class DecisionMambaModel(DecisionMambaPreTrainedModel):
     # -- inputs ------------------------------------------------------------------------------------------
 
     def _validate(
-        self, states, actions, returns_to_go, timesteps, attention_mask, labels, state_embeds=None
+        self,
+        states,
+        actions,
+        returns_to_go,
+        timesteps,
+        attention_mask,
+        labels,
+        state_embeds=None,
+        rewards=None,
     ) -> None:
-        """Raise a `ValueError` naming the field, what was received and what the config expects."""
-        config = self.config
-        if state_embeds is not None:
-            batch, steps = state_embeds.shape[:2]
-            shape = (batch, steps, config.token_embedding_size)
-            if states is not None or state_embeds.dim() != 3 or tuple(state_embeds.shape) != shape:
-                got = "states and state_embeds" if states is not None else tuple(state_embeds.shape)
-                raise ValueError(f"state_embeds: got {got}, expected shape {shape} (and no states).")
-        else:
-            state_shape = tuple(config.state_shape or [config.state_dim])
-            if (
-                states is None
-                or states.dim() != 2 + len(state_shape)
-                or tuple(states.shape[2:]) != state_shape
-            ):
-                got = None if states is None else tuple(states.shape)
-                raise ValueError(
-                    f"states: got shape {got}, expected (batch, K, {', '.join(map(str, state_shape))})."
-                )
-            batch, steps = states.shape[:2]
-        expected = {
-            "returns_to_go": (returns_to_go, (batch, steps, 1)),
-            "timesteps": (timesteps, (batch, steps)),
-            "attention_mask": (attention_mask, (batch, steps)),
-        }
-        action_shape = (batch, steps) if config.is_discrete else (batch, steps, config.act_dim)
-        expected["actions"] = (actions, action_shape)
-        if labels is not None and not (config.is_discrete and tuple(labels.shape) == (batch, steps, 1)):
-            expected["labels"] = (labels, action_shape)
-        for name, (value, shape) in expected.items():
-            if value is None and name in ("attention_mask", "timesteps"):
-                continue
-            if value is None or tuple(value.shape) != shape:
-                got = None if value is None else tuple(value.shape)
-                raise ValueError(f"{name}: got shape {got}, expected {shape}.")
-        if config.is_discrete:
-            for name, value in (("actions", actions), ("labels", labels)):
-                if value is not None and (value.is_floating_point() or value.is_complex()):
-                    raise ValueError(
-                        f"{name}: got dtype {value.dtype}, expected an integer dtype (discrete actions)."
-                    )
-            if actions.numel() and (actions.min() < 0 or actions.max() >= config.n_actions):
-                raise ValueError(
-                    f"actions: got values in [{int(actions.min())}, {int(actions.max())}], expected [0, {config.n_actions})."
-                )
-        if (
-            timesteps is not None
-            and timesteps.numel()
-            and (timesteps.min() < 0 or timesteps.max() >= config.max_ep_len)
-        ):
-            raise ValueError(
-                f"timesteps: got values in [{int(timesteps.min())}, {int(timesteps.max())}], "
-                f"expected [0, max_ep_len={config.max_ep_len})."
-            )
-        for name, value in (("states", states), ("actions", actions), ("returns_to_go", returns_to_go)):
-            if value is not None and value.is_floating_point() and not torch.isfinite(value).all():
-                raise ValueError(f"{name}: contains NaN or inf values, expected finite numbers.")
+        """Raise a `ValueError` naming the field, what was received and what the config expects (see
+        `validation_decision_mamba`: value checks become graph asserts under torch.compile / export)."""
+        check_forward_inputs(
+            self.config,
+            states,
+            actions,
+            rewards,
+            returns_to_go,
+            timesteps,
+            attention_mask,
+            labels,
+            state_embeds,
+        )
 
     def _no_action(self, batch: int, device: torch.device) -> torch.Tensor:
         """The "no previous action" input of one step: zeros, or the extra index `n_actions` when discrete."""
@@ -657,7 +631,9 @@ class DecisionMambaModel(DecisionMambaPreTrainedModel):
         output_hidden_states = output_hidden_states or self.config.output_hidden_states
         output_attentions = output_attentions or self.config.output_attentions
         return_dict = self.config.return_dict if return_dict is None else return_dict
-        self._validate(states, actions, returns_to_go, timesteps, attention_mask, labels, state_embeds)
+        self._validate(
+            states, actions, returns_to_go, timesteps, attention_mask, labels, state_embeds, rewards
+        )
         batch, steps = returns_to_go.shape[:2]
         if attention_mask is None:
             attention_mask = torch.ones(batch, steps, dtype=torch.long, device=returns_to_go.device)
