@@ -67,9 +67,20 @@ class DecisionMambaPolicy:
         self.state_mean = self._tensor(mean) if mean is not None else None
         self.state_std = self._tensor(std) if std is not None else None
         self.num_envs = 0
+        self.started = False  # reset() was called (num_envs may later drop to 0 through keep())
 
     def _tensor(self, values, dtype=torch.float32) -> torch.Tensor:
         return torch.as_tensor(values, dtype=dtype, device=self.device)
+
+    def _per_env(self, name: str, values, num_envs: int, allow_one: bool) -> torch.Tensor:
+        """`values` as a finite (num_envs, 1) float tensor; one value for all envs when `allow_one`."""
+        tensor = self._tensor(values)
+        if tensor.numel() != num_envs and not (allow_one and tensor.numel() == 1):
+            expected = f"1 or num_envs={num_envs}" if allow_one else f"num_envs={num_envs} (one per env)"
+            raise ValueError(f"{name}: got {tensor.numel()} values, expected {expected}.")
+        if not torch.isfinite(tensor).all():
+            raise ValueError(f"{name}: contains NaN or inf values, expected finite numbers.")
+        return tensor.reshape(-1).expand(num_envs).reshape(num_envs, 1)
 
     def reset(self, num_envs: int = 1, target_return: float | Sequence[float] | None = None) -> None:
         """Start `num_envs` new episodes in lockstep, conditioned on `target_return` (env units)."""
@@ -78,8 +89,10 @@ class DecisionMambaPolicy:
             raise ValueError(
                 "target_return: got None, expected a number (set it here or in config.target_return)."
             )
-        self.num_envs = num_envs
-        self.returns_to_go = self._tensor(target).expand(num_envs).clone().reshape(num_envs, 1)
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs <= 0:
+            raise ValueError(f"num_envs: got {num_envs!r}, expected a positive integer.")
+        self.returns_to_go = self._per_env("target_return", target, num_envs, allow_one=True).clone()
+        self.num_envs, self.started = num_envs, True
         self.timestep = 0
         self.previous_action = None
         if self.mode == "recurrent":
@@ -111,7 +124,7 @@ class DecisionMambaPolicy:
         acts for the other.
         """
         forked = copy.copy(self)
-        forked.num_envs = 0
+        forked.num_envs, forked.started = 0, False
         return forked
 
     def keep(self, active) -> None:
@@ -144,6 +157,8 @@ class DecisionMambaPolicy:
         if len(self.state_shape) == 3:  # image stacks stay uint8; the encoder scales them
             return states.to(torch.uint8)
         states = states.float()
+        if not torch.isfinite(states).all():
+            raise ValueError("observation: contains NaN or inf values, expected finite numbers.")
         if self.state_mean is not None:
             states = (states - self.state_mean) / self.state_std
         return states
@@ -151,11 +166,13 @@ class DecisionMambaPolicy:
     @torch.no_grad()
     def act(self, observation, reward=None):
         """Choose actions for the current observations, after accounting for the rewards just received."""
-        if self.num_envs == 0:
+        if not self.started:
             raise RuntimeError("call reset(num_envs) before act().")
+        if self.num_envs == 0:
+            raise RuntimeError("act(): no environments left (keep() dropped them all); call reset(num_envs).")
+        states = self._prepare_states(observation)  # checked before any state changes
         if reward is not None and self.timestep > 0:
-            self.returns_to_go = self.returns_to_go - self._tensor(reward).reshape(self.num_envs, 1)
-        states = self._prepare_states(observation)
+            self.returns_to_go = self.returns_to_go - self._per_env("reward", reward, self.num_envs, False)
         scaled_returns = self.returns_to_go / self.rtg_scale
         timesteps = torch.full((self.num_envs,), min(self.timestep, self.max_timestep), device=self.device)
         if self.mode == "recurrent":
