@@ -102,7 +102,10 @@ def check_attention_mask(mask: torch.Tensor, checks: ValueChecks) -> None:
         "attention_mask: a row has no real step, expected at least one 1 per row.",
         lambda: f"attention_mask: row {_first_row(empty)} is all zeros, expected at least one 1 per row.",
     )
-    right = (real[:, :-1] & ~real[:, 1:]).any(dim=1)
+    # left padding: the n real steps of a row are its last n (no slicing, so no guards on K while tracing)
+    steps = torch.arange(mask.shape[1], device=mask.device)
+    left_padded = steps[None, :] >= mask.shape[1] - real.sum(dim=1, keepdim=True)
+    right = (real != left_padded).any(dim=1)
     checks.add(
         ~right.any(),
         "attention_mask: a 0 follows a 1, expected left padding (0s, then 1s).",
