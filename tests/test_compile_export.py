@@ -7,6 +7,8 @@ on one MuJoCo and one Atari preset; every preset runs the same step under `aot_e
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 from torch.export import Dim
@@ -127,3 +129,18 @@ def test_traced_models_still_refuse_bad_values(traced):
             run(**{**batch, "states": nan_states})
         with pytest.raises(RuntimeError, match=r"timesteps: got values outside \[0, max_ep_len=64\)"):
             run(**{**batch, "timesteps": batch["timesteps"] + 100})
+
+
+def test_a_checkpoints_remote_code_registers_its_own_ops_next_to_the_package(tmp_path):
+    """Hub remote code imported in a process that also has the package: its ops get their own namespace."""
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+    model = tiny_model("dmamba-mujoco")
+    model.save_pretrained(tmp_path)
+    remote_class = get_class_from_dynamic_module("modeling_decision_mamba.DecisionMambaModel", str(tmp_path))
+    remote = remote_class.from_pretrained(tmp_path).eval()
+    remote_ops = sys.modules[remote_class.__module__.rsplit(".", 1)[0] + ".selective_scan_ops"]
+    assert remote_ops.NAMESPACE != selective_scan_ops.NAMESPACE
+    batch = make_batch(model.config)
+    with torch.no_grad():
+        torch.testing.assert_close(remote(**batch).action_preds, model(**batch).action_preds, rtol=0, atol=0)
