@@ -588,3 +588,57 @@ def test_cuda_step_kernels_match_parallel():
         xc = ss.causal_conv1d_update(u[:, :, t], conv_state, weight, bias, backend="cuda")
         y = ss.selective_state_update(ssm_state, xc, delta[:, :, t], A, B[:, :, t], C[:, :, t], D, z[:, :, t])
         torch.testing.assert_close(y, y_par[:, :, t], rtol=1e-3, atol=1e-3)
+
+
+# -- the fused kernels as custom operators ------------------------------------------------------------------
+
+
+def _channels_last(t: torch.Tensor) -> torch.Tensor:
+    """The same (batch, dim, L) values laid out (batch, L, dim) in memory, as a transposed linear output."""
+    return t.transpose(1, 2).contiguous().transpose(1, 2)
+
+
+OPCHECK_TESTS = ("test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic")
+
+
+@pytest.mark.parametrize("impl", [p for p in IMPLS if p.values[0] != "torch"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("with_dz", [True, False], ids=["D_z", "plain"])
+def test_scan_ops_pass_opcheck(impl, layout, with_dz):
+    """Schema, fake implementation (shapes, dtypes and strides the kernel writes), autograd registration
+    and AOT dispatch agree with the real kernels: torch.compile and torch.export can trust them."""
+    from hf_decision_mamba import selective_scan_ops as ops
+
+    u, delta, A, B, C, D, z = make_inputs(2, 20, 7, 4, dtype=torch.float32, with_dz=with_dz)
+    if layout == "channels_last":
+        u, delta = _channels_last(u), _channels_last(delta)
+        z = _channels_last(z) if z is not None else None
+    leaves = [t.requires_grad_() if t is not None else None for t in (u, delta, A, B, C, D, z)]
+    torch.library.opcheck(ops.scan_fwd, (*leaves, impl), test_utils=OPCHECK_TESTS)
+    y, last = ops.scan_fwd(*(t.detach() if t is not None else None for t in leaves), impl)
+    dout, dlast = torch.randn_like(y), torch.randn_like(last)
+    torch.library.opcheck(
+        ops.scan_bwd, (u, delta, A, B, C, D, z, dout, dlast, impl), test_utils=OPCHECK_TESTS[:3]
+    )
+
+
+@pytest.mark.skipif(not _impl_available("c"), reason="C kernel unavailable")
+@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no_bias"])
+def test_conv_dropout_and_state_update_ops_pass_opcheck(with_bias):
+    from hf_decision_mamba import selective_scan_ops as ops
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 9, 16, generator=g).requires_grad_()  # (batch, L, C), unit channel stride
+    weight = torch.randn(16, 4, generator=g).requires_grad_()
+    bias = torch.randn(16, generator=g).requires_grad_() if with_bias else None
+    torch.library.opcheck(ops.conv_fwd, (x, weight, bias, True), test_utils=OPCHECK_TESTS)
+    residual = torch.randn(2, 9, 16, generator=g).requires_grad_()
+    # the dropout draws its seed inside the op: only the checks that do not compare two calls' outputs
+    torch.library.opcheck(
+        ops.dropout_add_fwd, (x, residual if with_bias else None, 0.3), test_utils=OPCHECK_TESTS[:3]
+    )
+    u, delta, A, B, C, D, z = make_inputs(2, 20, 3, 4, dtype=torch.float32, with_dz=with_bias)
+    state = torch.randn(2, 20, 4, generator=g)
+    torch.library.opcheck(
+        ops.state_update, (state, u, delta, A, B, C, D, z, "c"), test_utils=OPCHECK_TESTS[:3]
+    )
