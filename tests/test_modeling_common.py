@@ -233,8 +233,8 @@ def test_bfloat16_autocast_training_step_matches_float32(preset):
 @pytest.mark.parametrize("dtype", HALF_DTYPES, ids=str)
 @pytest.mark.parametrize("preset", ["mambadm-mujoco", "dema-atari"])
 def test_to_and_from_pretrained_keep_the_same_parameters_float32(preset, dtype, tmp_path):
-    """One rule for `.to(dtype)` and `from_pretrained(dtype=...)`: the state-space parameters stay float32
-    (with their exact values), everything else takes the requested dtype."""
+    """One rule for `.to(dtype)`, `from_pretrained(dtype=...)` and `from_config(dtype=...)`: the state-space
+    parameters stay float32 (with their exact values), everything else takes the requested dtype."""
     tester = DecisionMambaModelTester(preset)
     model = tester.create_model()
     model.save_pretrained(tmp_path)
@@ -256,6 +256,10 @@ def test_to_and_from_pretrained_keep_the_same_parameters_float32(preset, dtype, 
         torch.equal(a, b)
         for a, b in zip(cast.state_dict().values(), loaded.state_dict().values(), strict=True)
     )
+    built = DecisionMambaModel._from_config(model.config, dtype=dtype)  # what AutoModel.from_config does
+    assert {name: p.dtype for name, p in built.named_parameters()} == {
+        name: p.dtype for name, p in cast.named_parameters()
+    }
     back = cast.float()
     assert all(param.dtype == torch.float32 for param in back.parameters())
     assert all(torch.equal(original[name], param) for name, param in back.named_parameters() if name in kept)

@@ -120,6 +120,13 @@ def make_norm(config: DecisionMambaConfig, size: int | None = None) -> nn.Module
     return nn.LayerNorm(size, eps=config.layer_norm_epsilon)
 
 
+def state_space_dtype() -> torch.dtype:
+    """The dtype new state-space parameters take: float32 while a model is built in half precision (e.g.
+    `from_config(..., dtype=torch.bfloat16)`), else torch's default dtype."""
+    default = torch.get_default_dtype()
+    return torch.float32 if default in (torch.float16, torch.bfloat16) else default
+
+
 class DecisionMambaMixer(nn.Module):
     """The Mamba-1 selective SSM mixer; parameter names match `mamba_ssm.Mamba` so weights move unchanged."""
 
@@ -138,8 +145,12 @@ class DecisionMambaMixer(nn.Module):
         )
         self.x_proj = nn.Linear(inner, rank + 2 * n, bias=False)
         self.dt_proj = nn.Linear(rank, inner, bias=True)
-        self.A_log = nn.Parameter(torch.log(torch.arange(1, n + 1, dtype=torch.float32)).repeat(inner, 1))
-        self.D = nn.Parameter(torch.ones(inner))
+        dtype = state_space_dtype()
+        self.dt_proj.bias.data = self.dt_proj.bias.data.to(dtype)
+        self.A_log = nn.Parameter(
+            torch.log(torch.arange(1, n + 1, dtype=torch.float32)).repeat(inner, 1).to(dtype)
+        )
+        self.D = nn.Parameter(torch.ones(inner, dtype=dtype))
         self.out_proj = nn.Linear(inner, config.hidden_size, bias=config.use_bias)
 
     @torch.no_grad()
