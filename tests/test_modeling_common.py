@@ -290,8 +290,10 @@ class _Windows(torch.utils.data.Dataset):
         return self.rows[index]
 
 
-def test_trainer_gradient_checkpointing_flag_checkpoints_every_block(tmp_path):
-    """`--gradient_checkpointing true` (TrainingArguments.gradient_checkpointing) reaches every block."""
+@pytest.mark.parametrize("bf16", [False, True], ids=["float32", "bf16-autocast"])
+def test_trainer_gradient_checkpointing_flag_checkpoints_every_block(tmp_path, bf16):
+    """`--gradient_checkpointing true` (TrainingArguments.gradient_checkpointing) reaches every block, with
+    and without `--bf16 true`."""
     model = DecisionMambaModelTester("mambadm-mujoco").create_model(dropout=0.1)
     args = TrainingArguments(
         output_dir=str(tmp_path),
@@ -301,6 +303,7 @@ def test_trainer_gradient_checkpointing_flag_checkpoints_every_block(tmp_path):
         use_cpu=True,
         save_strategy="no",
         gradient_checkpointing=True,
+        bf16=bf16,
     )
     calls = _count_mixer_calls(model)
     trainer = Trainer(model=model, args=args, train_dataset=_Windows(model.config))
