@@ -57,11 +57,16 @@ def _grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _count_mixer_calls(model: DecisionMambaModel) -> list[int]:
-    """A counter that every start of a mixer call (including a recompute under checkpointing) increments;
-    a pre-hook, because a recompute stops as soon as it has rebuilt the tensors the backward needs."""
+    """A counter that every start of a mixer call with gradients on (a training forward, or its recompute
+    under checkpointing) increments; a pre-hook, because a recompute stops as soon as it has rebuilt the
+    tensors the backward needs."""
     calls = [0]
+
+    def count(*_) -> None:
+        calls[0] += torch.is_grad_enabled()
+
     for layer in model.layers:
-        layer.mixer.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+        layer.mixer.register_forward_pre_hook(count)
     return calls
 
 
@@ -313,8 +318,17 @@ def test_trainer_gradient_checkpointing_flag_checkpoints_every_block(tmp_path, b
     assert math.isfinite(result.training_loss)
 
 
-def test_dmamba_train_accepts_the_gradient_checkpointing_flag(tmp_path):
-    from hf_decision_mamba.training import parse_train_args
+def test_dmamba_train_gradient_checkpointing_flag_reaches_the_recipes_trainer(tmp_path):
+    """`dmamba train --gradient_checkpointing true`: the recipe's trainer checkpoints every block."""
+    from hf_decision_mamba.training import build_trainer, parse_train_args, prepare_run
 
-    args = parse_train_args(["--output_dir", str(tmp_path), "--use_cpu", "--gradient_checkpointing", "true"])
-    assert args.training.gradient_checkpointing is True
+    argv = ["--max_episodes", "4", "--per_device_train_batch_size", "4", "--max_steps", "2", "--use_cpu",
+            "--config_overrides", "hidden_size=16,num_hidden_layers=2,state_size=4,context_length=4",
+            "--report_to", "none", "--save_strategy", "no", "--env_eval_steps", "0", "--disable_tqdm", "true",
+            "--output_dir", str(tmp_path), "--gradient_checkpointing", "true"]  # fmt: skip
+    run = prepare_run(parse_train_args(argv))
+    calls = _count_mixer_calls(run.model)
+    trainer, _ = build_trainer(run)
+    trainer.train()
+    assert all(layer.gradient_checkpointing for layer in run.model.layers)
+    assert calls[0] == 2 * 2 * run.model.config.num_hidden_layers
