@@ -270,6 +270,28 @@ def test_to_and_from_pretrained_keep_the_same_parameters_float32(preset, dtype, 
     assert all(torch.equal(original[name], param) for name, param in back.named_parameters() if name in kept)
 
 
+def _recurrent_preds(model: DecisionMambaModel, inputs: dict) -> torch.Tensor:
+    """The actions predicted by feeding `inputs` step by step through `recurrent_step`."""
+    cache, previous, preds = model.init_cache(inputs["states"].shape[0]), None, []
+    for t in range(inputs["timesteps"].shape[1]):
+        states, returns, timesteps = (inputs[key][:, t] for key in ("states", "returns_to_go", "timesteps"))
+        preds.append(model.recurrent_step(cache, states, previous, returns, timesteps))
+        previous = inputs["actions"][:, t]
+    return torch.stack(preds, dim=1)
+
+
+@pytest.mark.parametrize("preset", ["dmamba-mujoco", "dema-atari", "mambadm-mujoco"])
+def test_a_bfloat16_model_steps_recurrently_like_its_parallel_forward(preset):
+    tester = DecisionMambaModelTester(preset)
+    model = tester.create_model(**DEFAULT_INIT)
+    inputs = tester.prepare_inputs(model.config)
+    reference = model(**inputs).action_preds
+    half = tester.create_model(**DEFAULT_INIT).to(torch.bfloat16)
+    recurrent = _recurrent_preds(half, inputs).float()
+    torch.testing.assert_close(recurrent, half(**inputs).action_preds.float(), rtol=0, atol=0.01)
+    assert (recurrent - reference).abs().max() <= HALF_TOLERANCE[torch.bfloat16]
+
+
 def test_casting_a_model_with_gradients_keeps_float32_gradients_for_float32_parameters():
     model = DecisionMambaModelTester("dmamba-mujoco").create_model()
     inputs = make_batch(model.config)
