@@ -204,7 +204,7 @@ class DecisionMambaMixer(nn.Module):
         A = -torch.exp(self.A_log.float())
         B, C = B.transpose(1, 2), C.transpose(1, 2)
         y = selective_scan(x, delta, A, B, C, self.D.float(), z, backend=backend)
-        attention = hidden_attention(delta, A, B, C)[:, None] if output_attentions else None
+        attention = hidden_attention(delta, A, B, C) if output_attentions else None
         return self.out_proj(y.transpose(1, 2)), attention
 
     def step(self, hidden: torch.Tensor, state: MambaState) -> torch.Tensor:
@@ -311,6 +311,7 @@ class DecisionMambaBlock(GradientCheckpointingLayer):
         if self.local_mixer is not None:
             local_in, local_mask = local_chunks.split(normed)
             update = update + local_chunks.merge(self.local_mixer(local_in, local_mask)[0])
+        attention = None if attention is None else attention[:, None]  # transformers' (batch, heads=1, L, L)
         return self._feed_forward(self._residual(residual, update)), attention
 
     def step(
