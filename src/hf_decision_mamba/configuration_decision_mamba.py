@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import functools
+import inspect
 import math
+from typing import Any
 
-from transformers import PreTrainedConfig
+from transformers import GenerationConfig, PreTrainedConfig
+from transformers.utils import logging
 
 from .presets import get_preset
+
+logger = logging.get_logger(__name__)
 
 BLOCK_TYPES = ("dmamba", "dema", "gloma")
 TOKEN_LAYOUTS = ("rsa", "ras", "concat")
@@ -24,6 +32,69 @@ def _check_choice(field: str, value: object, choices: tuple) -> None:
 def _check_positive(field: str, value: object) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"DecisionMambaConfig.{field}={value!r}: expected a positive integer.")
+
+
+# Keys that transformers itself writes to or reads from a `config.json` (besides the dataclass fields of
+# `PreTrainedConfig`, its `to_dict()` and the generation parameters it drops), including v4-era ones.
+TRANSFORMERS_KEYS = (
+    "auto_map",
+    "model_type",
+    "transformers_version",
+    "torch_dtype",
+    "dtype",
+    "name_or_path",
+    "num_labels",
+    "attn_implementation",
+    "experts_implementation",
+    "output_attentions",
+    "per_layer_config",
+    "rope_scaling",
+    "rope_theta",
+    "tie_word_embeddings",
+    "torchscript",
+    "use_bfloat16",
+    "pruned_heads",
+    "is_decoder",
+    "add_cross_attention",
+    "cross_attention_hidden_size",
+    "tie_encoder_decoder",
+    "finetuning_task",
+    "tokenizer_class",
+    "prefix",
+    "task_specific_params",
+    "tf_legacy_loss",
+    "quantization_config",
+)
+# Fields a saved config must carry: their defaults would silently build another model.
+REQUIRED_SAVED_FIELDS = {
+    "state_dim": "the size of one (flattened) state, e.g. 11 for Hopper",
+    "act_dim": "the size of one continuous action, e.g. 3 for Hopper",
+    "hidden_size": "the width of the trained model, e.g. 128",
+    "num_hidden_layers": "the number of blocks of the trained model, e.g. 3",
+}
+
+
+@functools.cache
+def _transformers_keys() -> frozenset[str]:
+    """Every key transformers may pass to a config's `__init__` (never warned about)."""
+    keys = {field.name for field in dataclasses.fields(PreTrainedConfig)}
+    keys |= set(PreTrainedConfig().to_dict()) | set(GenerationConfig().to_dict()) | set(TRANSFORMERS_KEYS)
+    return frozenset(keys)
+
+
+def _check_required(config_dict: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """Raise naming the first field that a saved config lacks (and that the load's keyword arguments lack too)."""
+    present = set(config_dict) | set(overrides)
+    for field, meaning in REQUIRED_SAVED_FIELDS.items():
+        if field == "state_dim" and config_dict.get("state_shape") is not None:
+            continue  # derived from state_shape
+        if field == "act_dim" and config_dict.get("action_space") == "discrete":
+            continue  # set from n_actions
+        if field not in present:
+            raise ValueError(
+                f"DecisionMambaConfig: the saved config (config.json) has no {field!r}; expected {meaning} "
+                f"(save_pretrained always writes it)."
+            )
 
 
 class DecisionMambaConfig(PreTrainedConfig):
@@ -158,8 +229,34 @@ class DecisionMambaConfig(PreTrainedConfig):
         self.env_id = env_id
         self.scan_backend = scan_backend
         self.preset = preset
+        self._warn_unknown(kwargs)
         super().__init__(**kwargs)
         self.validate_fields()
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        """The fields of this config (its `__init__` parameters)."""
+        parameters = inspect.signature(cls.__init__).parameters.values()
+        return [p.name for p in parameters if p.kind is p.KEYWORD_ONLY or p.kind is p.POSITIONAL_OR_KEYWORD][
+            1:
+        ]
+
+    @classmethod
+    def _warn_unknown(cls, kwargs: dict[str, Any]) -> None:
+        """Log a warning for each keyword that is neither a field nor a transformers key (a likely typo)."""
+        known = _transformers_keys()
+        for key in kwargs:
+            if key.startswith("_") or key in known:
+                continue
+            closest = difflib.get_close_matches(key, cls.field_names(), n=1)
+            hint = f"did you mean {closest[0]!r}?" if closest else f"expected one of {cls.field_names()}."
+            logger.warning(f"DecisionMambaConfig: unknown field {key!r} is ignored by the model; {hint}")
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> DecisionMambaConfig:
+        """`PreTrainedConfig.from_dict`, after checking that the saved config has the fields that size the model."""
+        _check_required(config_dict, kwargs)
+        return super().from_dict(config_dict, **kwargs)
 
     @property
     def intermediate_size(self) -> int:

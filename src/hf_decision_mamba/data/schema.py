@@ -133,7 +133,7 @@ def check_finite(index: int, field: str, values: np.ndarray, original: np.ndarra
         return
     step, value = _first_bad_step(values if original is None else original, bad)
     value = value.item() if isinstance(value, np.generic) else value
-    detail = repr(value)
+    detail = f"{value:.7g}" if isinstance(value, float) else repr(value)
     if isinstance(value, float) and math.isfinite(value):
         detail += f", which overflows {values.dtype}"
     limit = float(np.finfo(values.dtype).max)
