@@ -126,11 +126,9 @@ def _unconvertible(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
 def check_finite(index: int, field: str, values: np.ndarray, original: np.ndarray | None = None) -> None:
     """Raise naming episode, field and step if a float array holds NaN or inf; `original` (the values before a
     cast) lets the error show the value as stored, e.g. a finite 1e300 that overflowed float32."""
-    if values.dtype.kind != "f":
+    if values.dtype.kind != "f" or np.isfinite(values).all():
         return
     bad = ~np.isfinite(values)
-    if not bad.any():
-        return
     step, value = _first_bad_step(values if original is None else original, bad)
     value = value.item() if isinstance(value, np.generic) else value
     detail = f"{value:.7g}" if isinstance(value, float) else repr(value)
