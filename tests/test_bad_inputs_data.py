@@ -382,6 +382,24 @@ CASES = [
         check=lambda config, tmp: _equal((config.act_dim, config.n_actions), (4, 4)),
     ),
     Case(
+        "config state_mean beyond float32",
+        lambda tmp: DecisionMambaConfig(state_dim=3, state_mean=[0.0, 1e300, 0.0], state_std=[1.0] * 3),
+        r"^DecisionMambaConfig\.state_mean\[1\]=1e\+300: expected a finite number within float32's range "
+        r"\(\|x\| <= 3\.4e\+38\)\.$",
+    ),
+    Case(
+        "config.json with a NaN state_std",
+        lambda tmp: AutoConfig.from_pretrained(
+            saved_config(tmp, state_std=[1.0, float("nan"), 1.0, 1.0, 1.0])
+        ),
+        r"^DecisionMambaConfig\.state_std\[1\]=nan: expected a finite number within float32's range",
+    ),
+    Case(
+        "config rtg_scale=inf",
+        lambda tmp: DecisionMambaConfig(rtg_scale=float("inf")),
+        r"^DecisionMambaConfig\.rtg_scale=inf: expected a positive number within float32's range\.$",
+    ),
+    Case(
         "misspelt field in the constructor warns with the closest field",
         warnings_of(lambda tmp: DecisionMambaConfig(hiden_size=64)),
         check=one_warning(

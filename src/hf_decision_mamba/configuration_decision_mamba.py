@@ -22,11 +22,19 @@ NORM_TYPES = ("layer_norm", "rms_norm")
 STATE_ENCODERS = ("linear", "atari_cnn")
 ACTION_SPACES = ("continuous", "discrete")
 SCAN_BACKENDS = ("auto", "cuda", "fused_cpu", "torch")
+FLOAT32_MAX = (
+    3.4028234663852886e38  # torch.finfo(torch.float32).max: normalisation and returns run in float32
+)
 
 
 def _check_choice(field: str, value: object, choices: tuple) -> None:
     if value not in choices:
         raise ValueError(f"DecisionMambaConfig.{field}={value!r}: expected one of {list(choices)}.")
+
+
+def _is_float32(value: object) -> bool:
+    """Whether `value` is a real number that stays finite in float32 (NaN fails the comparison)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= FLOAT32_MAX
 
 
 def _check_positive(field: str, value: object) -> None:
@@ -304,16 +312,31 @@ class DecisionMambaConfig(PreTrainedConfig):
             )
         for field in ("state_mean", "state_std"):
             value = getattr(self, field)
-            if value is not None and len(value) != self.state_dim:
+            if value is None:
+                continue
+            if len(value) != self.state_dim:
                 raise ValueError(
                     f"DecisionMambaConfig.{field} has {len(value)} entries: expected state_dim={self.state_dim}."
+                )
+            bad = next((i for i, entry in enumerate(value) if not _is_float32(entry)), None)
+            if bad is not None:
+                raise ValueError(
+                    f"DecisionMambaConfig.{field}[{bad}]={value[bad]!r}: expected a finite number within float32's "
+                    f"range (|x| <= {FLOAT32_MAX:.3g})."
                 )
         if self.state_std is not None and min(self.state_std) <= 0:
             raise ValueError(
                 f"DecisionMambaConfig.state_std has a non-positive entry: {min(self.state_std)}."
             )
-        if not self.rtg_scale > 0:
-            raise ValueError(f"DecisionMambaConfig.rtg_scale={self.rtg_scale!r}: expected a positive number.")
+        if not (_is_float32(self.rtg_scale) and self.rtg_scale > 0):
+            raise ValueError(
+                f"DecisionMambaConfig.rtg_scale={self.rtg_scale!r}: expected a positive number within float32's range."
+            )
+        if self.target_return is not None and not _is_float32(self.target_return):
+            raise ValueError(
+                f"DecisionMambaConfig.target_return={self.target_return!r}: expected a finite number within "
+                "float32's range."
+            )
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> DecisionMambaConfig:
