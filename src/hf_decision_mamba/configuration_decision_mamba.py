@@ -22,9 +22,8 @@ NORM_TYPES = ("layer_norm", "rms_norm")
 STATE_ENCODERS = ("linear", "atari_cnn")
 ACTION_SPACES = ("continuous", "discrete")
 SCAN_BACKENDS = ("auto", "cuda", "fused_cpu", "torch")
-FLOAT32_MAX = (
-    3.4028234663852886e38  # torch.finfo(torch.float32).max: normalisation and returns run in float32
-)
+# torch.finfo(torch.float32).max: states are normalised and returns scaled in float32.
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 def _check_choice(field: str, value: object, choices: tuple) -> None:
@@ -242,12 +241,10 @@ class DecisionMambaConfig(PreTrainedConfig):
         self.validate_fields()
 
     @classmethod
-    def field_names(cls) -> list[str]:
-        """The fields of this config (its `__init__` parameters)."""
-        parameters = inspect.signature(cls.__init__).parameters.values()
-        return [p.name for p in parameters if p.kind is p.KEYWORD_ONLY or p.kind is p.POSITIONAL_OR_KEYWORD][
-            1:
-        ]
+    def _field_names(cls) -> list[str]:
+        """The fields of this config: its `__init__` parameters, without `self` and `**kwargs`."""
+        parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]
+        return [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
     @classmethod
     def _warn_unknown(cls, kwargs: dict[str, Any]) -> None:
@@ -256,8 +253,8 @@ class DecisionMambaConfig(PreTrainedConfig):
         for key in kwargs:
             if key.startswith("_") or key in known:
                 continue
-            closest = difflib.get_close_matches(key, cls.field_names(), n=1)
-            hint = f"did you mean {closest[0]!r}?" if closest else f"expected one of {cls.field_names()}."
+            closest = difflib.get_close_matches(key, cls._field_names(), n=1)
+            hint = f"did you mean {closest[0]!r}?" if closest else f"expected one of {cls._field_names()}."
             logger.warning(f"DecisionMambaConfig: unknown field {key!r} is ignored by the model; {hint}")
 
     @classmethod
