@@ -10,7 +10,14 @@ from .normalization import (
     env_family,
     record_normalisation,
 )
-from .schema import CANONICAL_COLUMNS, EpisodeSpec, canonical_features, check_episode, iter_episodes
+from .schema import (
+    CANONICAL_COLUMNS,
+    EpisodeSpec,
+    canonical_features,
+    check_episode,
+    iter_episodes,
+    to_training_dtype,
+)
 from .sources import embedded_datasets, load_trajectories
 from .windows import TrajectoryWindowDataset, returns_to_go
 
@@ -32,4 +39,5 @@ __all__ = [
     "record_normalisation",
     "returns_to_go",
     "to_canonical",
+    "to_training_dtype",
 ]
