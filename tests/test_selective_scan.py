@@ -445,6 +445,18 @@ def test_bad_shapes_are_rejected_before_reaching_a_kernel():
         ss.selective_scan(u, delta, A, B.transpose(1, 2), C)
 
 
+@pytest.mark.parametrize("backend", ["torch", "fused_cpu"])
+def test_conv_weights_for_another_width_are_rejected_before_reaching_a_kernel(backend):
+    """More channels than weights would make the C kernel read past the weight buffer."""
+    if backend not in ss.available_backends():
+        pytest.skip(f"{backend} unavailable")
+    x = torch.randn(2, 5, 40).transpose(1, 2)  # (batch, 40 channels, L=5), channels-last
+    with pytest.raises(ValueError, match=r"causal_conv1d: x \(2, 40, 5\) and weight \(16, 4\)"):
+        ss.causal_conv1d(x, torch.randn(16, 4), None, backend=backend)
+    with pytest.raises(ValueError, match=r"bias has shape \(3,\), expected \(40,\)"):
+        ss.causal_conv1d(x, torch.randn(40, 4), torch.randn(3), backend=backend)
+
+
 def test_loading_the_c_kernel_keeps_denormals():
     """-ffast-math must not link crtfastmath (it would set flush-to-zero for the whole process)."""
     if ss._load_c_lib() is None:

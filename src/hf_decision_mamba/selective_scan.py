@@ -299,6 +299,13 @@ def causal_conv1d(
     stride, as a transposed linear layer's output is) goes through the C kernel and comes back channels-last."""
     if activation not in (None, "silu", "swish"):
         raise ValueError(f"activation must be None or 'silu', got {activation!r}")
+    if x.dim() != 3 or weight.dim() != 2 or weight.shape[0] != x.shape[1]:
+        raise ValueError(
+            f"causal_conv1d: x {tuple(x.shape)} and weight {tuple(weight.shape)}: expected (batch, dim, L) "
+            "and (dim, width)"
+        )
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise ValueError(f"causal_conv1d: bias has shape {tuple(bias.shape)}, expected ({weight.shape[0]},)")
     name = resolve_backend(backend, x)
     if name == "cuda":
         return _cuda_kernel("conv", x, weight, bias, activation=activation)
