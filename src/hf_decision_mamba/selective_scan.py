@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from .selective_scan_cbuild import c_failed, load_c_lib
 from .selective_scan_fused import _FUSED_IMPL_ENV, _THREADS_ENV, fused_impl  # noqa: F401 (env names)
 from .selective_scan_numba import load_numba, numba_failed
-from .selective_scan_ops import fused_conv, fused_dropout_add, fused_scan, state_update
+from .selective_scan_ops import fused_conv, fused_dropout_add, fused_scan, fused_state_update
 from .selective_scan_torch import scan_torch, state_update_torch
 
 __all__ = [
@@ -282,7 +282,7 @@ def _state_update_steps(name, state, u, delta, A, B, C, D, z) -> torch.Tensor:
     if fused and torch.is_grad_enabled():  # the fused kernel has no autograd here: keep gradients right
         fused = not any(t is not None and t.requires_grad for t in (state, u, delta, A, B, C, D, z))
     if fused:
-        return state_update(state, u, delta, A, B, C, D, z, _fused_impl())
+        return fused_state_update(state, u, delta, A, B, C, D, z, _fused_impl())
     return state_update_torch(state, u, delta, A, B, C, D, z)
 
 

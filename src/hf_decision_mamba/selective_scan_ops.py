@@ -11,9 +11,11 @@ under a name derived from its module path, so the package and any checkpoint's c
 """
 
 import hashlib
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from .selective_scan_fused import (
     conv_call,
@@ -36,8 +38,17 @@ NAMESPACE = _namespace()
 _EMPTY = (0,)  # shape of the placeholder returned for the gradient of an absent optional input
 
 
+_IMPLS: dict[str, Callable] = {}  # op name -> its plain Python implementation (for the eager twins below)
+
+
 def _op(name: str, mutates_args: tuple[str, ...] = ()):
-    return torch.library.custom_op(f"{NAMESPACE}::{name}", mutates_args=mutates_args, device_types="cpu")
+    def register(fn: Callable):
+        _IMPLS[name] = fn
+        return torch.library.custom_op(
+            f"{NAMESPACE}::{name}", fn, mutates_args=mutates_args, device_types="cpu"
+        )
+
+    return register
 
 
 def _scan_out(impl: str, like: Tensor, dtype: torch.dtype) -> Tensor:
@@ -98,21 +109,31 @@ def scan_bwd(
     D: Tensor | None,
     z: Tensor | None,
     dout: Tensor,
-    dlast: Tensor,
+    dlast: Tensor | None,
     impl: str,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Gradients for u, delta, A, B, C, D, z in each input's dtype (empty for an absent D or z)."""
+    """Gradients for u, delta, A, B, C, D, z in each input's dtype (empty for an absent D or z). dlast None:
+    the last state was not used (the kernel then takes its faster path)."""
     uc, dc, Ac, Bt, Ct, Dc, zc = _prepare(u, delta, A, B, C, D, z)
     dtype = uc.dtype
     du, ddelta, dA, dBt, dCt, dD, dz = fused_backward(
-        impl, uc, dc, Ac, Bt, Ct, Dc, zc, dout.to(dtype), dlast.to(dtype).contiguous()
+        impl,
+        uc,
+        dc,
+        Ac,
+        Bt,
+        Ct,
+        Dc,
+        zc,
+        dout.to(dtype),
+        None if dlast is None else dlast.to(dtype).contiguous(),
     )
     return (
         du.to(u.dtype),
         ddelta.to(delta.dtype),
-        dA.to(A.dtype).contiguous(),
-        dBt.transpose(1, 2).to(B.dtype).contiguous(),
-        dCt.transpose(1, 2).to(C.dtype).contiguous(),
+        dA.to(A.dtype),
+        dBt.transpose(1, 2).to(B.dtype),
+        dCt.transpose(1, 2).to(C.dtype),
         dD.to(D.dtype) if D is not None else u.new_empty(_EMPTY),
         dz.to(z.dtype) if z is not None else u.new_empty(_EMPTY),
     )
@@ -123,9 +144,10 @@ def _(u, delta, A, B, C, D, z, dout, dlast, impl):
     return (
         _grad_like(impl, u, u.dtype),
         _grad_like(impl, delta if impl == "c" else u, delta.dtype),
-        torch.empty(A.shape, dtype=A.dtype),
-        torch.empty(B.shape, dtype=B.dtype),
-        torch.empty(C.shape, dtype=C.dtype),
+        # dA: the C kernel sums it transposed; dB, dC: time-major sums, returned as (batch, N, L) views
+        torch.empty(A.shape[::-1], dtype=A.dtype).t() if impl == "c" else torch.empty(A.shape, dtype=A.dtype),
+        torch.empty(B.shape[0], B.shape[2], B.shape[1], dtype=B.dtype).transpose(1, 2),
+        torch.empty(C.shape[0], C.shape[2], C.shape[1], dtype=C.dtype).transpose(1, 2),
         torch.empty(D.shape, dtype=D.dtype) if D is not None else u.new_empty(_EMPTY),
         _grad_like(impl, z, z.dtype) if z is not None else u.new_empty(_EMPTY),
     )
@@ -134,15 +156,14 @@ def _(u, delta, A, B, C, D, z, dout, dlast, impl):
 def _scan_setup(ctx, inputs, output) -> None:
     u, delta, A, B, C, D, z, impl = inputs
     ctx.save_for_backward(u, delta, A, B, C, D, z)
-    ctx.impl = impl
+    ctx.impl, ctx.bwd = impl, scan_bwd
+    ctx.set_materialize_grads(False)  # an unused last state keeps dlast None
 
 
 def _scan_backward(ctx, dout, dlast):
     u, delta, A, B, C, D, z = ctx.saved_tensors
     dout = torch.zeros_like(u) if dout is None else dout
-    if dlast is None:
-        dlast = torch.zeros(u.shape[0], u.shape[1], A.shape[1], dtype=compute_dtype(u.dtype))
-    grads = scan_bwd(u, delta, A, B, C, D, z, dout, dlast, ctx.impl)
+    grads = ctx.bwd(u, delta, A, B, C, D, z, dout, dlast, ctx.impl)
     return (*grads[:5], grads[5] if D is not None else None, grads[6] if z is not None else None, None)
 
 
@@ -193,12 +214,12 @@ def _(x, weight, bias, dout, silu):
 def _conv_setup(ctx, inputs, output) -> None:
     x, weight, bias, silu = inputs
     ctx.save_for_backward(x, weight, bias)
-    ctx.silu = silu
+    ctx.silu, ctx.bwd = silu, conv_bwd
 
 
 def _conv_backward(ctx, dout):
     x, weight, bias = ctx.saved_tensors
-    dx, dweight, dbias = conv_bwd(x, weight, bias, dout, ctx.silu)
+    dx, dweight, dbias = ctx.bwd(x, weight, bias, dout, ctx.silu)
     return dx, dweight, dbias if bias is not None else None, None
 
 
@@ -241,12 +262,12 @@ def _(dout, seed, p):
 
 def _dropout_setup(ctx, inputs, output) -> None:
     ctx.save_for_backward(output[1])
-    ctx.p, ctx.has_residual = inputs[2], inputs[1] is not None
+    ctx.p, ctx.has_residual, ctx.bwd = inputs[2], inputs[1] is not None, dropout_bwd
 
 
 def _dropout_backward(ctx, dout, dseed):
     (seed,) = ctx.saved_tensors
-    dx = dropout_bwd(dout, seed, ctx.p) if ctx.needs_input_grad[0] else None
+    dx = ctx.bwd(dout, seed, ctx.p) if ctx.needs_input_grad[0] else None
     return dx, dout if ctx.has_residual and ctx.needs_input_grad[1] else None, None
 
 
@@ -279,18 +300,55 @@ def _(state, u, delta, A, B, C, D, z, impl):
 
 
 # -- the wrappers the dispatcher calls ---------------------------------------------------------------------
+# In eager mode the dispatcher's round trip through a Python custom op costs about 0.1 ms a call, as much as
+# a recurrent step's whole scan: eager calls go through an autograd.Function twin of each op instead, with
+# the same implementation, setup and backward (the backward then calls the kernels directly too). Under
+# torch.compile / torch.export the ops themselves are used.
+
+
+def _eager_twin(name: str, backward_name: str, setup, backward) -> type[torch.autograd.Function]:
+    """An autograd.Function running op `name`'s implementation, with its setup and backward formula, whose
+    backward calls op `backward_name`'s implementation directly."""
+    impl, backward_impl = _IMPLS[name], _IMPLS[backward_name]
+
+    def forward(ctx, *inputs):
+        output = impl(*inputs)
+        setup(ctx, inputs, output)
+        ctx.bwd = backward_impl
+        return output
+
+    methods = {"forward": staticmethod(forward), "backward": staticmethod(once_differentiable(backward))}
+    return type(f"Eager_{name}", (torch.autograd.Function,), methods)
+
+
+_EagerScan = _eager_twin("scan_fwd", "scan_bwd", _scan_setup, _scan_backward)
+_EagerConv = _eager_twin("conv_fwd", "conv_bwd", _conv_setup, _conv_backward)
+_EagerDropout = _eager_twin("dropout_add", "dropout_bwd", _dropout_setup, _dropout_backward)
 
 
 def fused_scan(u, delta, A, B, C, D, z, impl: str) -> tuple[Tensor, Tensor]:
-    """y and last state through the fused scan op (differentiable in every tensor input and in last)."""
-    return scan_fwd(u, delta, A, B, C, D, z, impl)
+    """y and last state through the fused scan (differentiable in every tensor input and in last)."""
+    if torch.compiler.is_compiling():
+        return scan_fwd(u, delta, A, B, C, D, z, impl)
+    return _EagerScan.apply(u, delta, A, B, C, D, z, impl)
 
 
 def fused_conv(x: Tensor, weight: Tensor, bias: Tensor | None, silu: bool) -> Tensor:
-    """The fused causal conv op on x (batch, L, C) with unit channel stride."""
-    return conv_fwd(x, weight, bias, silu)
+    """The fused causal conv on x (batch, L, C) with unit channel stride."""
+    if torch.compiler.is_compiling():
+        return conv_fwd(x, weight, bias, silu)
+    return _EagerConv.apply(x, weight, bias, silu)
 
 
 def fused_dropout_add(x: Tensor, residual: Tensor | None, p: float) -> Tensor:
-    """residual + dropout(x) through the fused op."""
-    return dropout_add_fwd(x, residual, p)[0]
+    """residual + dropout(x) through the fused kernel."""
+    if torch.compiler.is_compiling():
+        return dropout_add_fwd(x, residual, p)[0]
+    return _EagerDropout.apply(x, residual, p)[0]
+
+
+def fused_state_update(state, u, delta, A, B, C, D, z, impl: str) -> Tensor:
+    """n recurrent steps from `state`, updated in place (inference only: no autograd)."""
+    if torch.compiler.is_compiling():
+        return state_update(state, u, delta, A, B, C, D, z, impl)
+    return state_update_fused(state, u, delta, A, B, C, D, z, impl)
