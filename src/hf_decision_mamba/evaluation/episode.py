@@ -20,9 +20,17 @@ import torch
 from ..envs.factory import build_vector_env, env_is_native_atari
 from ..envs.protocols import Protocol, check_int, make_protocol
 from ..envs.registry import resolve_env_id
-from .compatibility import check_model_fits_env
-from .rollout import POLICY_MODES, _default_env_id, _default_target, _env_actions, _inference, build_policy
-from .scores import normalized_score
+from .compatibility import check_model_fits_env, model_config
+from .rollout import (
+    POLICY_MODES,
+    _default_env_id,
+    _default_target,
+    _env_actions,
+    _inference,
+    build_policy,
+    model_env_options,
+)
+from .scores import ScoreRange, score_range
 from .video import record_replay
 
 
@@ -47,6 +55,7 @@ class EpisodeRecording:
     attention_s: float
     video: Path | None = None
     video_s: float = 0.0
+    score: ScoreRange | None = None
 
     @property
     def length(self) -> int:
@@ -60,8 +69,9 @@ class EpisodeRecording:
 
     @property
     def normalized_score(self) -> float | None:
-        """D4RL / Atari-gamer normalised score of the return (None for environments without constants)."""
-        return normalized_score(self.env_id, self.total_return)
+        """Normalised score of the return (None for environments without a reference, see `scores`)."""
+        score = self.score or score_range(self.env_id)
+        return None if score is None else float(score.normalize(self.total_return))
 
 
 @dataclass
@@ -199,10 +209,14 @@ def record_episode(
         raise ValueError(f"mode={mode!r} is invalid; expected one of {list(POLICY_MODES)}")
     target = None if target_return is None else _check_target(target_return)
     env_id = resolve_env_id(env_id or _default_env_id(model))
-    protocol = make_protocol(env_id, max_episode_steps=max_episode_steps, **env_kwargs)
+    config = model_config(model)
+    protocol = make_protocol(
+        env_id, max_episode_steps=max_episode_steps, **model_env_options(config, env_id, env_kwargs)
+    )
     check_model_fits_env(model, env_id, protocol)
     limit = math.inf if time_limit_s is None else time_limit_s
     recording, actions = _record(model, env_id, protocol, seed, target, mode, limit)
+    recording.score = score_range(env_id, config)
     if video_path is not None:
         start = time.perf_counter()
         recording.video = record_replay(env_id, protocol, seed, actions, video_path, recording.total_return)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..envs.protocols import AtariProtocol, MujocoProtocol, Protocol
+from ..envs.protocols import AtariProtocol, GymnasiumProtocol, Protocol
 
 logger = logging.getLogger(__name__)
 
@@ -92,14 +92,15 @@ def is_browser_playable(path: str | Path) -> bool:
     return probe_video(path).browser_playable
 
 
-def _mujoco_frames(env_id: str, protocol: MujocoProtocol, seed: int, actions: Sequence[np.ndarray]):
-    """Replay `actions` from `reset(seed)` in a rendering MuJoCo env: (frames, fps, replayed return)."""
-    from ..envs.mujoco import make_mujoco_env, set_render_effects
+def _gymnasium_frames(env_id: str, protocol: GymnasiumProtocol, seed: int, actions: Sequence[np.ndarray]):
+    """Replay `actions` from `reset(seed)` in an `rgb_array` env: (frames, fps, replayed return)."""
+    from ..envs.gym_envs import is_mujoco_task, make_gymnasium_env
+    from ..envs.mujoco import set_render_effects
 
-    env = make_mujoco_env(env_id, protocol, render_mode="rgb_array")
+    env = make_gymnasium_env(env_id, protocol, render_mode="rgb_array")
     stride = max(1, round(env.metadata.get("render_fps", VIDEO_FPS) / VIDEO_FPS))
     env.reset(seed=seed)
-    if not protocol.render_effects:
+    if not protocol.render_effects and is_mujoco_task(env_id):
         set_render_effects(env, False)
     frames, total = [env.render()], 0.0
     for step, action in enumerate(actions, start=1):
@@ -111,6 +112,10 @@ def _mujoco_frames(env_id: str, protocol: MujocoProtocol, seed: int, actions: Se
             break
     env.close()
     return frames, env.metadata.get("render_fps", VIDEO_FPS) / stride, total
+
+
+_mujoco_frames = _gymnasium_frames
+"""The former name of `_gymnasium_frames`."""
 
 
 def _atari_frames(env_id: str, protocol: AtariProtocol, seed: int, actions: Sequence[np.ndarray]):
@@ -143,7 +148,7 @@ def record_replay(
     Replaying keeps rendering out of the timed, batched rollout; the envs are deterministic given seed and
     actions, so the video shows exactly the evaluated episode (checked against its return).
     """
-    replay = _atari_frames if isinstance(protocol, AtariProtocol) else _mujoco_frames
+    replay = _atari_frames if isinstance(protocol, AtariProtocol) else _gymnasium_frames
     frames, fps, total = replay(env_id, protocol, seed, actions)
     if not np.isclose(total, expected_return, rtol=1e-5, atol=1e-6):
         logger.warning(
