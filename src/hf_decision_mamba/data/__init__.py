@@ -11,7 +11,7 @@ from .normalization import (
     record_normalisation,
 )
 from .schema import CANONICAL_COLUMNS, EpisodeSpec, canonical_features, check_episode, iter_episodes
-from .sources import embedded_datasets, load_trajectories
+from .sources import dataset_environment, dataset_space_fields, embedded_datasets, load_trajectories
 from .windows import TrajectoryWindowDataset, returns_to_go
 
 __all__ = [
@@ -23,6 +23,8 @@ __all__ = [
     "canonical_features",
     "check_episode",
     "compute_state_stats",
+    "dataset_environment",
+    "dataset_space_fields",
     "default_rtg_scale",
     "detect_format",
     "embedded_datasets",

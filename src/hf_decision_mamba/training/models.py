@@ -43,6 +43,12 @@ ACTING_FIELDS = (
     "state_mean",
     "state_std",
     "preset",
+    "env_kwargs",
+    "observation_layout",
+    "action_low",
+    "action_high",
+    "ref_min_score",
+    "ref_max_score",
 )
 
 
