@@ -36,7 +36,7 @@ from ..modeling_decision_mamba import DecisionMambaModel
 from ..presets import get_preset
 from .arguments import RecipeArguments
 from .curves import plot_training_curves
-from .data import TrainingData, build_training_data, infer_env_id
+from .data import TrainingData, build_training_data, data_space_fields, infer_environment, load_episodes
 from .models import build_config, build_model, build_optimizer
 from .trainer import TRAINER_STATE_NAME, DecisionTrainer, is_complete_checkpoint, last_complete_checkpoint
 
@@ -81,19 +81,30 @@ def seed_everything(seed: int, full_determinism: bool = False) -> None:
     (enable_full_determinism if full_determinism else set_seed)(seed)
 
 
-def choose_env_id(args: RecipeArguments) -> str | None:
-    """`--env_id`, else the dataset's environment, else the preset's, as the Gymnasium id evaluation runs.
+def choose_environment(args: RecipeArguments) -> tuple[str | None, dict[str, Any]]:
+    """`--env_id`, else the dataset's environment (Minari metadata, D4RL names), else the preset's (only when
+    evaluating), as the Gymnasium id evaluation runs, with its `gym.make` kwargs when the dataset names them.
 
     The data decides before the preset: an Atari preset (Breakout by default) trained on `jat:pong` plays Pong.
     """
-    preset_env = get_preset(args.model.preset)["config"].get("env_id")
-    env_id = args.evaluation.env_id or infer_env_id(args.data) or preset_env
+    preset_env = get_preset(args.model.preset)["config"].get("env_id") if args.evaluation.env_eval else None
+    data_env, data_kwargs = infer_environment(args.data)
+    env_id = args.evaluation.env_id or data_env or preset_env
     if env_id is None and args.evaluation.env_eval:
         raise ValueError(
             f"env_id: none given and none inferred from dataset={args.data.dataset!r}; expected --env_id "
             "(e.g. Hopper-v5) or --no_env_eval."
         )
-    return None if env_id is None else resolve_env_id(env_id)
+    if env_id is None:
+        return None, {}
+    resolved = resolve_env_id(env_id)
+    same = data_env is not None and resolve_env_id(data_env) == resolved
+    return resolved, data_kwargs if same else {}
+
+
+def choose_env_id(args: RecipeArguments) -> str | None:
+    """The environment id of `choose_environment`."""
+    return choose_environment(args)[0]
 
 
 def _default_target(config: Any, args: RecipeArguments, data: TrainingData) -> None:
@@ -106,13 +117,18 @@ def _default_target(config: Any, args: RecipeArguments, data: TrainingData) -> N
 
 
 def prepare_run(args: RecipeArguments) -> Run:
-    """Seed, then build the config (sized to the environment), the model and the window datasets."""
+    """Seed, load the episodes, then build the config (sized to the data and the environment, which must
+    agree), the model and the window datasets."""
     seed_everything(args.training.seed, args.training.full_determinism)
-    env_id = choose_env_id(args)
-    config = build_config(args.model, env_id, args.evaluation.env_options())
+    env_id, env_kwargs = choose_environment(args)
+    episodes = load_episodes(args.data)
+    config = build_config(
+        args.model, env_id, args.evaluation.env_options(), data_space_fields(args.data, episodes), env_kwargs,
+        args.data.dataset,
+    )  # fmt: skip
     model = build_model(config, args.model)
     data = build_training_data(
-        args.data, model.config, args.training.seed, args.training.eval_strategy != "no"
+        args.data, model.config, args.training.seed, args.training.eval_strategy != "no", episodes
     )
     _default_target(model.config, args, data)
     return Run(args, model, data, env_id)
@@ -367,6 +383,7 @@ __all__ = [
     "final_evaluation",
     "write_training_curves",
     "choose_env_id",
+    "choose_environment",
     "prepare_run",
     "resolve_resume",
     "run_training",
