@@ -17,8 +17,7 @@ def _render_kwargs(env_id: str, protocol: GymnasiumProtocol, render_mode: str) -
     from .mujoco import configure_headless_rendering, render_camera
 
     kwargs: dict = {"render_mode": render_mode}
-    if is_mujoco_task(env_id) or "mujoco" in str(gym.spec(env_id).entry_point):
-        configure_headless_rendering()
+    configure_headless_rendering()  # any env may render with MuJoCo (gymnasium-robotics' mazes do)
     if is_mujoco_task(env_id):
         kwargs.update(width=protocol.render_width, height=protocol.render_height, **render_camera(env_id))
     return kwargs

@@ -22,8 +22,9 @@ def configure_headless_rendering() -> str | None:
     Without a display MuJoCo's default GLFW backend cannot create a context; EGL works headless (with Mesa's
     software renderer on machines without a GPU). An explicit `MUJOCO_GL` is always respected.
     """
-    if "MUJOCO_GL" not in os.environ and sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
-        os.environ["MUJOCO_GL"] = "egl"
+    if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
+        os.environ.setdefault("MUJOCO_GL", "egl")
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame (classic control) renders off-screen
     return os.environ.get("MUJOCO_GL")
 
 
