@@ -116,6 +116,30 @@ def _target(value: Any, env_id: str) -> float:
     return number
 
 
+def checkpoint_env(model: Any) -> str | None:
+    """The environment a checkpoint was trained in (its config's `env_id`), for a local folder or a Hub model
+    already cached here; None when it names none or cannot be read (the Space never downloads for this)."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(_model_key(model), local_files_only=True)
+        return resolve_env_id(config.env_id) if getattr(config, "env_id", None) else None
+    except Exception:  # any unreadable model: the list stays the default one
+        return None
+
+
+def env_choices(model: Any) -> list[str]:
+    """The environment list: the checkpoint's own environment first (any Gymnasium task), then the usual ones."""
+    own = checkpoint_env(model)
+    return [own, *[env for env in ENV_CHOICES if env != own]] if own else list(ENV_CHOICES)
+
+
+def update_env_choices(model: str, current: str) -> Any:
+    """A new model: offer its environment first and select it (else keep the current choice)."""
+    choices = env_choices(model)
+    return gr.update(choices=choices, value=choices[0] if checkpoint_env(model) else current)
+
+
 def _model_key(model: Any) -> str:
     """The model as typed (stripped), or the absolute path of an existing local folder."""
     if not isinstance(model, str) or not model.strip():
@@ -132,7 +156,8 @@ def parse_request(model: Any, env_id: Any, seed: Any, target: Any, mode: Any, ma
         resolved = resolve_env_id(env_id)
     except ValueError:
         raise ValueError(
-            f"Unknown environment {env_id!r}: pick one of {', '.join(ENV_CHOICES)} or another Atari game."
+            f"Unknown environment {env_id!r}: pick one of {', '.join(ENV_CHOICES)}, another Atari game or "
+            "any registered Gymnasium id."
         ) from None
     return Request(
         _model_key(model), resolved, _as_int("seed", seed, 0, MAX_SEED), _target(target, resolved), mode,
@@ -314,11 +339,10 @@ def build_demo() -> gr.Blocks:
         with gr.Row():
             with gr.Column(scale=2):
                 model = gr.Textbox(default_model(), label="Model (Hub id or local folder)")
-                env_id = gr.Dropdown(
-                    ENV_CHOICES, value=ENV_CHOICES[0], label="Environment", allow_custom_value=True
-                )
+                choices = env_choices(default_model())
+                env_id = gr.Dropdown(choices, value=choices[0], label="Environment", allow_custom_value=True)
                 seed = gr.Number(0, label=f"Episode seed (0 to {MAX_SEED})", precision=0)
-                target = gr.Number(DEFAULT_TARGETS[ENV_CHOICES[0]], label="Target return")
+                target = gr.Number(suggest_target(choices[0], 0.0), label="Target return")
                 mode = gr.Radio(list(POLICY_MODES), value=POLICY_MODES[0], label="Inference mode")
                 max_steps = gr.Slider(
                     1, MAX_EPISODE_STEPS, MAX_EPISODE_STEPS, step=1, label="Episode step limit"
@@ -337,6 +361,9 @@ def build_demo() -> gr.Blocks:
         outputs = [video, total, score, details, returns_plot, attention_plot]
         button.click(clear_results, None, outputs, queue=False, api_visibility="private").then(
             play, inputs, outputs, api_name="play"
+        )
+        model.change(
+            update_env_choices, [model, env_id], env_id, api_name="env_choices", concurrency_limit=None
         )
         env_id.change(
             suggest_target, [env_id, target], target, api_name="suggest_target", concurrency_limit=None

@@ -4,8 +4,10 @@ the data, the run evaluates, records a replay and writes a card naming the envir
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import sys
 from pathlib import Path
 
 import gymnasium as gym
@@ -25,6 +27,7 @@ except ImportError as error:  # pragma: no cover - depends on the test extra
         f"minari's DataCollector needs `pip install 'minari[create]'` ({error})", allow_module_level=True
     )
 
+APP = Path(__file__).resolve().parent.parent / "spaces_demo" / "app.py"
 TINY = "hidden_size=16,num_hidden_layers=1,state_size=4,context_length=4,dropout=0.0"
 
 
@@ -62,6 +65,20 @@ def train(dataset: str, output: Path) -> None:
     assert main(argv) == 0
 
 
+@pytest.fixture(scope="module")
+def space():
+    """The Space's `app.py` as a module (a script, not part of the package); skipped without gradio."""
+    pytest.importorskip("gradio", reason="the Space needs gradio (the space extra)")
+    spec = importlib.util.spec_from_file_location("space_app_any_env", APP)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(spec.name, None)
+
+
 CASES = [
     ("Ant-v5", "hdf5", {"state_dim": 105, "act_dim": 8}),
     ("InvertedPendulum-v5", "arrow", {"state_dim": 4, "act_dim": 1, "action_tanh": False}),
@@ -71,7 +88,9 @@ CASES = [
 
 
 @pytest.mark.parametrize(("env_id", "data_format", "sizes"), CASES)
-def test_training_on_a_minari_dataset_infers_environment_and_sizes(tmp_path, env_id, data_format, sizes):
+def test_training_on_a_minari_dataset_infers_environment_and_sizes(
+    tmp_path, space, env_id, data_format, sizes
+):
     dataset_id = collect(env_id, data_format)
     by_folder = data_format == "arrow"  # one format through the folder, the other through the Minari id
     train(str(dataset_folder(dataset_id)) if by_folder else dataset_id, tmp_path / "run")
@@ -85,6 +104,9 @@ def test_training_on_a_minari_dataset_infers_environment_and_sizes(tmp_path, env
     assert is_browser_playable(tmp_path / "run" / "replay.mp4")
     card = (tmp_path / "run" / "README.md").read_text()
     assert f"name: {env_id}" in card.split("model-index:")[1]
+    assert (
+        space.env_choices(str(tmp_path / "run"))[0] == env_id
+    )  # the Space offers the checkpoint's env first
 
 
 @pytest.mark.skipif(
