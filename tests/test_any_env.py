@@ -177,3 +177,33 @@ def test_broken_minari_files_stop_with_one_line_naming_file_episode_and_expected
         match=rf"{data}: episode 1: 'observations' has {len(observations) - 1} entries .*expected {len(observations)}",
     ):
         load_trajectories(str(dataset_folder(dataset_id)))
+
+
+def test_collect_any_env_writes_the_hub_schema_and_the_same_episodes_as_a_minari_dataset(tmp_path, capsys):
+    argv = ["collect", "--env", "CartPole-v1", "--episodes", "3", "--seed", "4", "--output", str(tmp_path / "hub"),
+            "--minari-id", "local/cartpole/random-v0", "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    assert '"minari_dataset"' in capsys.readouterr().out
+    hub, recorded = load_trajectories(str(tmp_path / "hub")), load_trajectories("local/cartpole/random-v0")
+    assert len(hub) == len(recorded) == 3
+    for ours, theirs in zip(hub, recorded, strict=True):
+        np.testing.assert_array_equal(ours["observations"], theirs["observations"])
+        np.testing.assert_array_equal(ours["actions"], theirs["actions"])
+        np.testing.assert_array_equal(ours["rewards"], theirs["rewards"])
+
+
+def test_collect_with_a_trained_policy_and_action_noise(tmp_path):
+    from hf_decision_mamba import DecisionMambaConfig, DecisionMambaModel
+
+    config = DecisionMambaConfig(state_dim=4, act_dim=1, hidden_size=16, num_hidden_layers=1, state_size=4,
+                                 context_length=4, env_id="InvertedPendulum-v5", target_return=10.0)  # fmt: skip
+    DecisionMambaModel(config).save_pretrained(tmp_path / "policy")
+    runs = {}
+    for noise in ("0", "0.5"):
+        output = tmp_path / f"noise-{noise}"
+        argv = ["collect", "--env", "InvertedPendulum-v5", "--policy", str(tmp_path / "policy"), "--action-noise",
+                noise, "--episodes", "1", "--max-episode-steps", "5", "--output", str(output), "--no-progress"]  # fmt: skip
+        assert main(argv) == 0
+        runs[noise] = np.asarray(load_trajectories(str(output))[0]["actions"])
+    assert runs["0"].shape == runs["0.5"].shape and not np.allclose(runs["0"], runs["0.5"])
+    assert np.all(np.abs(runs["0"]) <= 1.0)  # the tiny model's tanh actions, unchanged without noise
