@@ -4,7 +4,8 @@ Protocol (fixed before running; the numbers in BENCHMARKS.md come from exactly t
 - Data: `dmamba collect`'s random behaviour, collection seed 0 (episode k reset with seed k):
   CartPole-v1 (discrete), 300 episodes; InvertedPendulum-v5 (continuous), 300 episodes.
 - Model: preset dmamba-hopper resized with `hidden_size=64,num_hidden_layers=2,context_length=10,dropout=0.1`;
-  sizes, action space and environment inferred from the data (no --env_id); batch 64, learning rate 1e-3,
+  sizes and action space inferred from the data, checked against `--env_id` (a Hub-schema folder names no
+  environment); batch 64, learning rate 1e-3,
   500 warm-up-free steps (`--warmup_steps 0`), rtg_scale 100.
 - Evaluation: 10 episodes (seeds 0..9, the env's own time limit: 500 steps CartPole, 1000 InvertedPendulum),
   window mode, deterministic, conditioned on 2x the data's best return; every 100 steps and at the end.
@@ -46,11 +47,11 @@ def collect(env_id: str, episodes: int, folder: Path) -> dict:
     return stats
 
 
-def train(data: Path, output: Path, seed: int, target: float) -> dict:
+def train(env_id: str, data: Path, output: Path, seed: int, target: float) -> dict:
     """One `dmamba train` run; the final and best evaluations' mean returns."""
     from hf_decision_mamba.cli import main
 
-    argv = ["train", "--dataset", str(data), "--output_dir", str(output), "--seed", str(seed),
+    argv = ["train", "--dataset", str(data), "--env_id", env_id, "--output_dir", str(output), "--seed", str(seed),
             "--max_steps", str(STEPS), "--config_overrides", OVERRIDES, "--per_device_train_batch_size", "64",
             "--learning_rate", "1e-3", "--warmup_steps", "0", "--rtg_scale", "100", "--env_eval_episodes", "10",
             "--env_eval_steps", "100", "--target_return", str(target), "--save_steps", str(STEPS),
@@ -75,7 +76,7 @@ def main() -> None:
         folder = args.output / env_id.replace("/", "_")
         data = collect(env_id, TASKS[env_id], folder / "data")
         runs = {
-            seed: train(folder / "data", folder / f"seed{seed}", seed, 2 * data["return_max"])
+            seed: train(env_id, folder / "data", folder / f"seed{seed}", seed, 2 * data["return_max"])
             for seed in SEEDS
         }
         results[env_id] = {"data": data, "runs": runs}
