@@ -9,6 +9,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -39,17 +40,27 @@ def robotics_installed() -> bool:
     return True
 
 
-def collect(env_id: str, data_format: str, episodes: int = 2, steps: int = 12, eval_env: bool = True) -> str:
+def collect(
+    env_id: str,
+    data_format: str,
+    episodes: int = 2,
+    steps: int = 12,
+    eval_env: bool = True,
+    name: str | None = None,
+    **card: Any,
+) -> str:
     """A Minari dataset of `episodes` random episodes (at most `steps` each) in MINARI_DATASETS_PATH; its id."""
     resolve_env_id(env_id)  # registers gymnasium-robotics' ids when needed
-    dataset_id = f"test/{env_id.split('-')[0].lower()}/{data_format}-v0"
+    dataset_id = f"test/{name or env_id.split('-')[0].lower()}/{data_format}-v0"  # ids are write-once
     env = DataCollector(gym.make(env_id, max_episode_steps=steps), data_format=data_format)
     env.action_space.seed(0)
     for episode in range(episodes):
         env.reset(seed=episode)
         while not any(env.step(env.action_space.sample())[2:4]):
             pass
-    env.create_dataset(dataset_id=dataset_id, algorithm_name="random", eval_env=env_id if eval_env else None)
+    env.create_dataset(
+        dataset_id=dataset_id, algorithm_name="random", eval_env=env_id if eval_env else None, **card
+    )
     env.close()
     return dataset_id
 
@@ -132,6 +143,18 @@ def test_goal_conditioned_maze_is_flattened_identically_for_data_and_environment
     assert "name: PointMaze_UMaze-v3" in (tmp_path / "run" / "README.md").read_text()
 
 
+def test_minari_reference_scores_normalise_the_evaluation(tmp_path):
+    dataset_id = collect("CartPole-v1", "hdf5", name="cartpole-refs", ref_min_score=10.0, ref_max_score=500.0)
+    dataset_id = str(dataset_folder(dataset_id))
+    train(dataset_id, tmp_path / "run")
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (config["ref_min_score"], config["ref_max_score"]) == (10.0, 500.0)
+    report = json.loads((tmp_path / "run" / "eval_results.json").read_text())
+    result = report["results"][0]
+    assert report["score_reference"].startswith("Minari")
+    assert result["normalized_score_mean"] == pytest.approx(100 * (result["return_mean"] - 10.0) / 490.0)
+
+
 def test_flattening_order_is_sorted_dict_keys_then_tuple_entries():
     space = gym.spaces.Dict(
         {
@@ -146,7 +169,7 @@ def test_flattening_order_is_sorted_dict_keys_then_tuple_entries():
 
 
 def test_data_and_environment_mismatch_is_one_line_naming_both_sides(tmp_path, capsys):
-    dataset_id = collect("InvertedPendulum-v5", "hdf5", episodes=1, steps=5)
+    dataset_id = collect("InvertedPendulum-v5", "hdf5", episodes=1, steps=5, name="pendulum-mismatch")
     common = ["train", "--dataset", dataset_id, "--max_steps", "1", "--output_dir", str(tmp_path / "run"),
               "--report_to", "none"]  # fmt: skip
     assert main([*common, "--env_id", "Hopper-v5", "--config_overrides", TINY]) == 2
@@ -160,7 +183,7 @@ def test_data_and_environment_mismatch_is_one_line_naming_both_sides(tmp_path, c
 def test_broken_minari_files_stop_with_one_line_naming_file_episode_and_expected_value():
     import h5py
 
-    dataset_id = collect("CartPole-v1", "hdf5", episodes=2, steps=5)
+    dataset_id = collect("CartPole-v1", "hdf5", episodes=2, steps=5, name="cartpole-broken")
     data = dataset_folder(dataset_id) / "data"
     metadata = json.loads((data / "metadata.json").read_text())
     (data / "metadata.json").write_text(json.dumps({**metadata, "total_episodes": 3}))
