@@ -363,7 +363,7 @@ def build_demo() -> gr.Blocks:
             play, inputs, outputs, api_name="play"
         )
         model.change(
-            update_env_choices, [model, env_id], env_id, api_name="env_choices", concurrency_limit=None
+            update_env_choices, [model, env_id], env_id, api_visibility="private", concurrency_limit=None
         )
         env_id.change(
             suggest_target, [env_id, target], target, api_name="suggest_target", concurrency_limit=None

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from hf_decision_mamba.cli import main
-from hf_decision_mamba.data import load_trajectories
+from hf_decision_mamba.data import dataset_environment, load_trajectories
 from hf_decision_mamba.envs import flatten_observation, make_vector_env, observation_layout, resolve_env_id
 from hf_decision_mamba.evaluation import is_browser_playable
 
@@ -174,7 +174,7 @@ def test_data_and_environment_mismatch_is_one_line_naming_both_sides(tmp_path, c
               "--report_to", "none"]  # fmt: skip
     assert main([*common, "--env_id", "Hopper-v5", "--config_overrides", TINY]) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "state_dim: dataset" in error and "has 4 but env_id 'Hopper-v5' has 11" in error
+    assert "state_dim: dataset" in error and "has 4 but env_id 'Hopper-v5' (--env_id) has 11" in error
     assert main([*common, "--no_env_eval", "--config_overrides", f"{TINY},state_dim=7"]) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert "state_dim: dataset" in error and "has 4 but config_overrides has 7" in error
@@ -209,6 +209,7 @@ def test_collect_any_env_writes_the_hub_schema_and_the_same_episodes_as_a_minari
     assert '"minari_dataset"' in capsys.readouterr().out
     hub, recorded = load_trajectories(str(tmp_path / "hub")), load_trajectories("local/cartpole/random-v0")
     assert len(hub) == len(recorded) == 3
+    assert dataset_environment(str(tmp_path / "hub")) == ("CartPole-v1", {})  # from the folder's dataset card
     for ours, theirs in zip(hub, recorded, strict=True):
         np.testing.assert_array_equal(ours["observations"], theirs["observations"])
         np.testing.assert_array_equal(ours["actions"], theirs["actions"])

@@ -356,7 +356,8 @@ def summarise(summaries: Sequence[Mapping[str, float]]) -> dict[str, float]:
 def dataset_card(
     *, title: str, env_id: str, behaviour: str, command: str, stats: Mapping[str, float], notes: str = ""
 ) -> str:
-    """A Hub dataset card (YAML header + description) for a dataset in the canonical schema."""
+    """A Hub dataset card (YAML header + description) for a dataset in the canonical schema; its `env_id`
+    field names the environment, for `dmamba train` to evaluate in (see `card_environment`)."""
     frames = (
         " Each 84x84 frame is stored once: `observations[t]` is the newest frame of the 4-frame stack of step t and "
         "`initial_frames` holds the 3 frames before the first step."
@@ -365,6 +366,7 @@ def dataset_card(
     )
     return f"""---
 license: apache-2.0
+env_id: {env_id}
 task_categories:
 - reinforcement-learning
 tags:
@@ -395,6 +397,25 @@ with `observations`, `actions`, `rewards`, `terminations` and `truncations`, one
 
 Load it with `hf_decision_mamba.data.load_trajectories("<this folder or repo id>")`.
 """
+
+
+def card_environment(folder: str | Path) -> str | None:
+    """The `env_id` a local dataset folder's `README.md` card names in its YAML header (as `dataset_card`
+    writes it), else None."""
+    import yaml
+
+    card = Path(folder) / "README.md"
+    if not card.is_file():
+        return None
+    text = card.read_text()
+    if not text.startswith("---"):
+        return None
+    try:
+        header = yaml.safe_load(text.split("---", 2)[1])
+    except (yaml.YAMLError, IndexError):
+        return None
+    env_id = header.get("env_id") if isinstance(header, dict) else None
+    return env_id if isinstance(env_id, str) else None
 
 
 def push_dataset_folder(

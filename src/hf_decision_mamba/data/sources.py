@@ -183,16 +183,20 @@ def _minari_data(source: str, config: str | None) -> Path | None:
 def dataset_environment(source: str | os.PathLike, config: str | None = None) -> tuple[str, dict] | None:
     """The environment a dataset was recorded in: (env id, `gym.make` kwargs with `max_episode_steps`).
 
-    From a Minari dataset's metadata (`eval_env_spec`, then `env_spec`), else from the names of the source
-    (`d4rl:hopper-medium-v2`, `embedded:hopper` -> `Hopper-v5`); None when neither names one.
+    From a Minari dataset's metadata (`eval_env_spec`, then `env_spec`), the `env_id` of a local folder's dataset
+    card (as `dmamba collect` writes it), else from the names of the source (`d4rl:hopper-medium-v2`,
+    `embedded:hopper` -> `Hopper-v5`); None when none names one.
     """
     from ..envs import resolve_env_id
+    from .collection import card_environment
 
     data = _minari_data(str(source), config)
     if data is not None:
         return minari_environment(data)
+    path = _local_path(str(source))
     name = str(source).split(":", 1)[-1]
-    for candidate in filter(None, (config, name, Path(name).name)):
+    card = card_environment(path) if path is not None and path.is_dir() else None
+    for candidate in filter(None, (card, config, name, Path(name).name)):
         try:
             return resolve_env_id(candidate), {}
         except ValueError:

@@ -210,12 +210,14 @@ def build_config(
     data_fields: dict[str, Any] | None = None,
     env_kwargs: dict[str, Any] | None = None,
     dataset: str = "the dataset",
+    env_origin: str | None = None,
 ) -> PreTrainedConfig:
     """The config to train: the preset with `config_overrides`, sized to the data (`data_fields`) and to
     `env_id`'s spaces, which must agree (or a saved config).
 
     `env_options` are the environment's protocol options (e.g. `full_action_space=True` gives 18 actions);
-    `env_kwargs` its `gym.make` kwargs (from Minari metadata), recorded in the config for evaluation."""
+    `env_kwargs` its `gym.make` kwargs (from Minari metadata), recorded in the config for evaluation;
+    `env_origin` says in errors where `env_id` came from (e.g. "dmamba-hopper's default")."""
     overrides = _checked_overrides(args.config_overrides)
     if args.model_name_or_path:
         config = AutoConfig.from_pretrained(args.model_name_or_path)
@@ -230,7 +232,7 @@ def build_config(
         options = {**(env_options or {}), **({"env_kwargs": env_kwargs} if env_kwargs else {})}
         env_fields = env_config_fields(env_id, options)
         _check_preset_fits(args.preset, base, env_fields)
-        sides[f"env_id {env_id!r}"] = env_fields
+        sides[f"env_id {env_id!r}" + (f" ({env_origin})" if env_origin else "")] = env_fields
         fields.update(env_fields, env_kwargs=env_kwargs or None)
     sides["config_overrides"] = overrides
     check_sizes_agree(sides)

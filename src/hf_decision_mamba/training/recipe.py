@@ -81,13 +81,13 @@ def seed_everything(seed: int, full_determinism: bool = False) -> None:
     (enable_full_determinism if full_determinism else set_seed)(seed)
 
 
-def choose_environment(args: RecipeArguments) -> tuple[str | None, dict[str, Any]]:
+def choose_environment(args: RecipeArguments) -> tuple[str | None, dict[str, Any], str]:
     """`--env_id`, else the dataset's environment (Minari metadata, D4RL names), else the preset's (only when
     evaluating), as the Gymnasium id evaluation runs, with its `gym.make` kwargs when the dataset names them.
 
     The data decides before the preset: an Atari preset (Breakout by default) trained on `jat:pong` plays Pong.
     """
-    preset_env = get_preset(args.model.preset)["config"].get("env_id") if args.evaluation.env_eval else None
+    preset_env = get_preset(args.model.preset)["config"].get("env_id")
     data_env, data_kwargs = infer_environment(args.data)
     env_id = args.evaluation.env_id or data_env or preset_env
     if env_id is None and args.evaluation.env_eval:
@@ -95,11 +95,18 @@ def choose_environment(args: RecipeArguments) -> tuple[str | None, dict[str, Any
             f"env_id: none given and none inferred from dataset={args.data.dataset!r}; expected --env_id "
             "(e.g. Hopper-v5) or --no_env_eval."
         )
+    origin = (
+        "--env_id"
+        if args.evaluation.env_id
+        else "the dataset's"
+        if data_env
+        else f"{args.model.preset}'s default"
+    )
     if env_id is None:
-        return None, {}
+        return None, {}, origin
     resolved = resolve_env_id(env_id)
     same = data_env is not None and resolve_env_id(data_env) == resolved
-    return resolved, data_kwargs if same else {}
+    return resolved, data_kwargs if same else {}, origin
 
 
 def choose_env_id(args: RecipeArguments) -> str | None:
@@ -120,12 +127,17 @@ def prepare_run(args: RecipeArguments) -> Run:
     """Seed, load the episodes, then build the config (sized to the data and the environment, which must
     agree), the model and the window datasets."""
     seed_everything(args.training.seed, args.training.full_determinism)
-    env_id, env_kwargs = choose_environment(args)
+    env_id, env_kwargs, origin = choose_environment(args)
     episodes = load_episodes(args.data)
-    config = build_config(
-        args.model, env_id, args.evaluation.env_options(), data_space_fields(args.data, episodes), env_kwargs,
-        args.data.dataset,
-    )  # fmt: skip
+    fields = data_space_fields(args.data, episodes)
+    build = (args.model, args.evaluation.env_options(), fields, env_kwargs, args.data.dataset, origin)
+    try:
+        config = build_config(build[0], env_id, *build[1:])
+    except ValueError as error:
+        if args.evaluation.env_eval or args.evaluation.env_id or origin == "the dataset's":
+            raise
+        logger.info("Not using %s (%s): %s", env_id, origin, error)  # --no_env_eval: the data decides
+        env_id, config = None, build_config(build[0], None, *build[1:])
     model = build_model(config, args.model)
     data = build_training_data(
         args.data, model.config, args.training.seed, args.training.eval_strategy != "no", episodes
