@@ -135,15 +135,15 @@ def test_hidden_attention_matches_a_brute_force_product_of_decays():
     torch.testing.assert_close(attention, brute_force_attention(delta, A, B, C), atol=1e-5, rtol=1e-5)
 
 
-def test_output_attentions_returns_one_causal_matrix_per_layer():
+def test_output_attentions_returns_one_causal_4d_matrix_per_layer():
     model = tiny_model("dema-mujoco")
     out = model(**make_batch(model.config, steps=4), output_attentions=True)
     tokens = 4 * model.config.tokens_per_step
     assert len(out.attentions) == model.config.num_hidden_layers
     for attention in out.attentions:
-        assert attention.shape == (2, tokens, tokens)
+        assert attention.shape == (2, 1, tokens, tokens)  # transformers' (batch, heads, L, L); one head
         assert torch.all(attention.triu(1) == 0)
-        assert attention.diagonal(dim1=1, dim2=2).abs().sum() > 0
+        assert attention.diagonal(dim1=-2, dim2=-1).abs().sum() > 0
 
 
 def test_mamba_initialisation_survives_transformers_generic_init():

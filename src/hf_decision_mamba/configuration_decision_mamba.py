@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import functools
+import inspect
 import math
+from typing import Any
 
-from transformers import PreTrainedConfig
+from transformers import GenerationConfig, PreTrainedConfig
+from transformers.utils import logging
 
 from .presets import get_preset
+
+logger = logging.get_logger(__name__)
 
 BLOCK_TYPES = ("dmamba", "dema", "gloma")
 TOKEN_LAYOUTS = ("rsa", "ras", "concat")
@@ -14,6 +22,8 @@ NORM_TYPES = ("layer_norm", "rms_norm")
 STATE_ENCODERS = ("linear", "atari_cnn")
 ACTION_SPACES = ("continuous", "discrete")
 SCAN_BACKENDS = ("auto", "cuda", "fused_cpu", "torch")
+# torch.finfo(torch.float32).max: states are normalised and returns scaled in float32.
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 def _check_choice(field: str, value: object, choices: tuple) -> None:
@@ -21,9 +31,77 @@ def _check_choice(field: str, value: object, choices: tuple) -> None:
         raise ValueError(f"DecisionMambaConfig.{field}={value!r}: expected one of {list(choices)}.")
 
 
+def _is_float32(value: object) -> bool:
+    """Whether `value` is a real number that stays finite in float32 (NaN fails the comparison)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= FLOAT32_MAX
+
+
 def _check_positive(field: str, value: object) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"DecisionMambaConfig.{field}={value!r}: expected a positive integer.")
+
+
+# Keys that transformers itself writes to or reads from a `config.json` (besides the dataclass fields of
+# `PreTrainedConfig`, its `to_dict()` and the generation parameters it drops), including v4-era ones.
+TRANSFORMERS_KEYS = (
+    "auto_map",
+    "model_type",
+    "transformers_version",
+    "torch_dtype",
+    "dtype",
+    "name_or_path",
+    "num_labels",
+    "attn_implementation",
+    "experts_implementation",
+    "output_attentions",
+    "per_layer_config",
+    "rope_scaling",
+    "rope_theta",
+    "tie_word_embeddings",
+    "torchscript",
+    "use_bfloat16",
+    "pruned_heads",
+    "is_decoder",
+    "add_cross_attention",
+    "cross_attention_hidden_size",
+    "tie_encoder_decoder",
+    "finetuning_task",
+    "tokenizer_class",
+    "prefix",
+    "task_specific_params",
+    "tf_legacy_loss",
+    "quantization_config",
+)
+# Fields a saved config must carry: their defaults would silently build another model.
+REQUIRED_SAVED_FIELDS = {
+    "state_dim": "the size of one (flattened) state, e.g. 11 for Hopper",
+    "act_dim": "the size of one continuous action, e.g. 3 for Hopper",
+    "hidden_size": "the width of the trained model, e.g. 128",
+    "num_hidden_layers": "the number of blocks of the trained model, e.g. 3",
+}
+
+
+@functools.cache
+def _transformers_keys() -> frozenset[str]:
+    """Every key transformers may pass to a config's `__init__` (never warned about)."""
+    keys = {field.name for field in dataclasses.fields(PreTrainedConfig)}
+    keys |= set(PreTrainedConfig().to_dict()) | set(GenerationConfig().to_dict()) | set(TRANSFORMERS_KEYS)
+    return frozenset(keys)
+
+
+def _check_required(config_dict: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """Raise naming the first field that a saved config lacks (and that the load's keyword arguments lack too)."""
+    present = set(config_dict) | set(overrides)
+    for field, meaning in REQUIRED_SAVED_FIELDS.items():
+        if field == "state_dim" and config_dict.get("state_shape") is not None:
+            continue  # derived from state_shape
+        if field == "act_dim" and config_dict.get("action_space") == "discrete":
+            continue  # set from n_actions
+        if field not in present:
+            raise ValueError(
+                f"DecisionMambaConfig: the saved config (config.json) has no {field!r}; expected {meaning} "
+                f"(save_pretrained always writes it)."
+            )
 
 
 class DecisionMambaConfig(PreTrainedConfig):
@@ -177,8 +255,32 @@ class DecisionMambaConfig(PreTrainedConfig):
         self.ref_max_score = ref_max_score
         self.scan_backend = scan_backend
         self.preset = preset
+        self._warn_unknown(kwargs)
         super().__init__(**kwargs)
         self.validate_fields()
+
+    @classmethod
+    def _field_names(cls) -> list[str]:
+        """The fields of this config: its `__init__` parameters, without `self` and `**kwargs`."""
+        parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]
+        return [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+    @classmethod
+    def _warn_unknown(cls, kwargs: dict[str, Any]) -> None:
+        """Log a warning for each keyword that is neither a field nor a transformers key (a likely typo)."""
+        known = _transformers_keys()
+        for key in kwargs:
+            if key.startswith("_") or key in known:
+                continue
+            closest = difflib.get_close_matches(key, cls._field_names(), n=1)
+            hint = f"did you mean {closest[0]!r}?" if closest else f"expected one of {cls._field_names()}."
+            logger.warning(f"DecisionMambaConfig: unknown field {key!r} is ignored by the model; {hint}")
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> DecisionMambaConfig:
+        """`PreTrainedConfig.from_dict`, after checking that the saved config has the fields that size the model."""
+        _check_required(config_dict, kwargs)
+        return super().from_dict(config_dict, **kwargs)
 
     @property
     def intermediate_size(self) -> int:
@@ -226,9 +328,17 @@ class DecisionMambaConfig(PreTrainedConfig):
             )
         for field in ("state_mean", "state_std"):
             value = getattr(self, field)
-            if value is not None and len(value) != self.state_dim:
+            if value is None:
+                continue
+            if len(value) != self.state_dim:
                 raise ValueError(
                     f"DecisionMambaConfig.{field} has {len(value)} entries: expected state_dim={self.state_dim}."
+                )
+            bad = next((i for i, entry in enumerate(value) if not _is_float32(entry)), None)
+            if bad is not None:
+                raise ValueError(
+                    f"DecisionMambaConfig.{field}[{bad}]={value[bad]!r}: expected a finite number within float32's "
+                    f"range (|x| <= {FLOAT32_MAX:.3g})."
                 )
         for field in ("action_low", "action_high"):
             value = getattr(self, field)
@@ -240,8 +350,15 @@ class DecisionMambaConfig(PreTrainedConfig):
             raise ValueError(
                 f"DecisionMambaConfig.state_std has a non-positive entry: {min(self.state_std)}."
             )
-        if not self.rtg_scale > 0:
-            raise ValueError(f"DecisionMambaConfig.rtg_scale={self.rtg_scale!r}: expected a positive number.")
+        if not (_is_float32(self.rtg_scale) and self.rtg_scale > 0):
+            raise ValueError(
+                f"DecisionMambaConfig.rtg_scale={self.rtg_scale!r}: expected a positive number within float32's range."
+            )
+        if self.target_return is not None and not _is_float32(self.target_return):
+            raise ValueError(
+                f"DecisionMambaConfig.target_return={self.target_return!r}: expected a finite number within "
+                "float32's range."
+            )
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> DecisionMambaConfig:

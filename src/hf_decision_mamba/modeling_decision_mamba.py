@@ -12,6 +12,7 @@ acting) and a constant-cost recurrent step (recurrent acting).
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
 from .configuration_decision_mamba import DecisionMambaConfig
@@ -38,7 +40,8 @@ class DecisionMambaOutput(ModelOutput):
         action_preds: (batch, K, act_dim) actions (continuous) or logits (discrete) for every timestep.
         last_hidden_state: (batch, K * tokens_per_step, hidden_size) output of the final norm.
         hidden_states: Embedding output plus each block's output, when `output_hidden_states=True`.
-        attentions: Each layer's implicit (hidden) attention, averaged over channels, (batch, tokens, tokens).
+        attentions: Each layer's implicit (hidden) attention of its (global) mixer in transformers' 4-D layout,
+            (batch, 1, tokens, tokens): one "head" per layer, the mean over the mixer's channels.
     """
 
     loss: torch.Tensor | None = None
@@ -117,6 +120,13 @@ def make_norm(config: DecisionMambaConfig, size: int | None = None) -> nn.Module
     return nn.LayerNorm(size, eps=config.layer_norm_epsilon)
 
 
+def state_space_dtype() -> torch.dtype:
+    """The dtype new state-space parameters take: float32 while a model is built in half precision (e.g.
+    `from_config(..., dtype=torch.bfloat16)`), else torch's default dtype."""
+    default = torch.get_default_dtype()
+    return torch.float32 if default in (torch.float16, torch.bfloat16) else default
+
+
 class DecisionMambaMixer(nn.Module):
     """The Mamba-1 selective SSM mixer; parameter names match `mamba_ssm.Mamba` so weights move unchanged."""
 
@@ -135,8 +145,12 @@ class DecisionMambaMixer(nn.Module):
         )
         self.x_proj = nn.Linear(inner, rank + 2 * n, bias=False)
         self.dt_proj = nn.Linear(rank, inner, bias=True)
-        self.A_log = nn.Parameter(torch.log(torch.arange(1, n + 1, dtype=torch.float32)).repeat(inner, 1))
-        self.D = nn.Parameter(torch.ones(inner))
+        dtype = state_space_dtype()
+        self.dt_proj.bias.data = self.dt_proj.bias.data.to(dtype)
+        self.A_log = nn.Parameter(
+            torch.log(torch.arange(1, n + 1, dtype=torch.float32)).repeat(inner, 1).to(dtype)
+        )
+        self.D = nn.Parameter(torch.ones(inner, dtype=dtype))
         self.out_proj = nn.Linear(inner, config.hidden_size, bias=config.use_bias)
 
     @torch.no_grad()
@@ -168,7 +182,9 @@ class DecisionMambaMixer(nn.Module):
         """From the conv output x (..., inner) compute the step size and the input-dependent B and C."""
         rank, n = self.config.time_step_rank, self.config.state_size
         dt, B, C = self.x_proj(x).split([rank, n, n], dim=-1)
-        return F.softplus(self.dt_proj(dt)), B, C
+        # the bias is added apart: it stays float32 in a half-precision model (see `float32_parameter_names`)
+        delta = F.softplus(F.linear(dt, self.dt_proj.weight) + self.dt_proj.bias)
+        return delta.to(x.dtype), B, C
 
     def forward(
         self, hidden: torch.Tensor, mask: torch.Tensor | None = None, output_attentions: bool = False
@@ -259,8 +275,11 @@ class DecisionMambaMLP(nn.Module):
         return self.fc_out(F.gelu(self.fc_in(hidden)))
 
 
-class DecisionMambaBlock(nn.Module):
-    """Pre-norm residual block: `x += mixer(norm(x))` (GLoMa: `+ local_mixer(norm(x))`), then `x += MLP(norm(x))`."""
+class DecisionMambaBlock(GradientCheckpointingLayer):
+    """Pre-norm residual block: `x += mixer(norm(x))` (GLoMa: `+ local_mixer(norm(x))`), then `x += MLP(norm(x))`.
+
+    A `GradientCheckpointingLayer`: `gradient_checkpointing_enable()` recomputes its forward in the backward.
+    """
 
     def __init__(self, config: DecisionMambaConfig) -> None:
         super().__init__()
@@ -292,6 +311,7 @@ class DecisionMambaBlock(nn.Module):
         if self.local_mixer is not None:
             local_in, local_mask = local_chunks.split(normed)
             update = update + local_chunks.merge(self.local_mixer(local_in, local_mask)[0])
+        attention = None if attention is None else attention[:, None]  # transformers' (batch, heads=1, L, L)
         return self._feed_forward(self._residual(residual, update)), attention
 
     def step(
@@ -386,7 +406,8 @@ class AtariStateEncoder(nn.Module):
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         leading = frames.shape[:-3]
-        features = self.conv(frames.reshape(-1, *frames.shape[-3:]).float() / 255.0)
+        pixels = frames.reshape(-1, *frames.shape[-3:]).to(self.conv[0].weight.dtype)
+        features = self.conv(pixels / 255.0)
         return torch.tanh(self.linear(features)).reshape(*leading, -1)
 
 
@@ -425,8 +446,37 @@ class DecisionMambaPreTrainedModel(PreTrainedModel):
     config: DecisionMambaConfig
     base_model_prefix = "decision_mamba"
     main_input_name = "states"
-    supports_gradient_checkpointing = False
+    supports_gradient_checkpointing = True
     _no_split_modules = ["DecisionMambaBlock"]
+    # The state-space parameters stay float32 in a float16 or bfloat16 model, whether it is loaded with
+    # `from_pretrained(..., dtype=...)` (this list) or cast with `.to()`/`.half()`/`.bfloat16()` (`_apply`).
+    # Patterns are searched in parameter names, as transformers does.
+    _keep_in_fp32_modules_strict = ["A_log", r"mixer\.D$", r"dt_proj\.bias"]
+
+    @classmethod
+    def _float32_pattern(cls) -> re.Pattern:
+        return re.compile("|".join(cls._keep_in_fp32_modules_strict))
+
+    def float32_parameter_names(self) -> list[str]:
+        """Names of the parameters kept float32 when the model is float16 or bfloat16: `A_log`, `D` and
+        `dt_proj.bias` of every mixer. Norms and all other weights follow the model's dtype."""
+        pattern = self._float32_pattern()
+        return [name for name, _ in self.named_parameters() if pattern.search(name)]
+
+    def _apply(self, fn, recurse: bool = True):
+        """Cast like `nn.Module._apply`, then put back the float32 parameters that `fn` made float16 or
+        bfloat16, from their values before the cast (no rounding through half precision)."""
+        params = dict(self.named_parameters())
+        before = {name: params[name].data for name in self.float32_parameter_names()}
+        super()._apply(fn, recurse)
+        params = dict(self.named_parameters())
+        for name, old in before.items():
+            param = params[name]
+            if param.dtype in (torch.float16, torch.bfloat16):
+                param.data = old.to(device=param.device, dtype=torch.float32)
+                if param.grad is not None:
+                    param.grad = param.grad.float()
+        return self
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:

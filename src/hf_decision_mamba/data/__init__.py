@@ -10,7 +10,14 @@ from .normalization import (
     env_family,
     record_normalisation,
 )
-from .schema import CANONICAL_COLUMNS, EpisodeSpec, canonical_features, check_episode, iter_episodes
+from .schema import (
+    CANONICAL_COLUMNS,
+    EpisodeSpec,
+    canonical_features,
+    check_episode,
+    iter_episodes,
+    to_training_dtype,
+)
 from .sources import dataset_environment, dataset_space_fields, embedded_datasets, load_trajectories
 from .windows import TrajectoryWindowDataset, returns_to_go
 
@@ -34,4 +41,5 @@ __all__ = [
     "record_normalisation",
     "returns_to_go",
     "to_canonical",
+    "to_training_dtype",
 ]

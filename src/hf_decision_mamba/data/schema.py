@@ -14,6 +14,7 @@ One row per episode, every field with one entry per step (T steps):
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -102,12 +103,76 @@ def _check_lengths(index: int, episode: Mapping[str, np.ndarray]) -> int:
     return length
 
 
-def _check_finite(index: int, episode: Mapping[str, np.ndarray]) -> None:
+def _first_bad_step(values: np.ndarray, bad: np.ndarray) -> tuple[int, Any]:
+    """(step, original value) of the first True entry of the per-entry mask `bad`."""
+    position = int(np.flatnonzero(bad.reshape(-1))[0])
+    width = max(1, int(np.prod(values.shape[1:], dtype=int)))
+    return position // width, values.reshape(-1)[position]
+
+
+def _unconvertible(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Per-entry mask of the values numpy cannot cast to `dtype` (the slow path, only taken after a failed cast)."""
+
+    def fails(value: Any) -> bool:
+        try:
+            np.asarray(value).astype(dtype)
+        except (TypeError, ValueError):
+            return True
+        return False
+
+    return np.vectorize(fails, otypes=[bool])(values)
+
+
+def check_finite(index: int, field: str, values: np.ndarray, original: np.ndarray | None = None) -> None:
+    """Raise naming episode, field and step if a float array holds NaN or inf; `original` (the values before a
+    cast) lets the error show the value as stored, e.g. a finite 1e300 that overflowed float32."""
+    if values.dtype.kind != "f" or np.isfinite(values).all():
+        return
+    bad = ~np.isfinite(values)
+    step, value = _first_bad_step(values if original is None else original, bad)
+    value = value.item() if isinstance(value, np.generic) else value
+    detail = f"{value:.7g}" if isinstance(value, float) else repr(value)
+    if isinstance(value, float) and math.isfinite(value):
+        detail += f", which overflows {values.dtype}"
+    limit = float(np.finfo(values.dtype).max)
+    raise _fail(
+        index,
+        field,
+        f"contains NaN or inf at step {step}",
+        f"finite values within {values.dtype}'s range (|x| <= {limit:.3g}), got {detail}",
+    )
+
+
+def training_dtype(field: str, spec: EpisodeSpec) -> np.dtype:
+    """The dtype a field is trained in: uint8 frames or float32 states, int64 or float32 actions, float32 rewards."""
+    if field == OBSERVATIONS and spec.is_atari:
+        return np.dtype(np.uint8)
+    if field == ACTIONS and spec.action_space == "discrete":
+        return np.dtype(np.int64)
+    return np.dtype(np.float32)
+
+
+def to_training_dtype(
+    index: int, episode: Mapping[str, np.ndarray], spec: EpisodeSpec
+) -> dict[str, np.ndarray]:
+    """`episode` with observations, actions and rewards cast to their training dtypes, then checked.
+
+    The check runs after the cast, so that strings such as "nan" and float64 values beyond float32 (1e300 -> inf)
+    are caught here, naming episode, column and step, instead of at a random training step.
+    """
+    out = dict(episode)
     for field in (OBSERVATIONS, ACTIONS, REWARDS):
-        values = episode[field]
-        if values.dtype.kind == "f" and not np.isfinite(values).all():
-            step = int(np.argwhere(~np.isfinite(values.reshape(len(values), -1)))[0, 0])
-            raise _fail(index, field, f"contains NaN or inf at step {step}", "finite values")
+        if field not in episode:
+            continue
+        values, dtype = np.asarray(episode[field]), training_dtype(field, spec)
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):
+                out[field] = values.astype(dtype, copy=False)
+        except (TypeError, ValueError):
+            step, value = _first_bad_step(values, _unconvertible(values, dtype))
+            raise _fail(index, field, f"has {value!r} at step {step}", f"{dtype} numbers") from None
+        check_finite(index, field, out[field], original=values)
+    return out
 
 
 def _check_observation_shape(index: int, observations: np.ndarray, spec: EpisodeSpec) -> None:
@@ -155,14 +220,21 @@ def _check_actions(index: int, actions: np.ndarray, spec: EpisodeSpec) -> None:
         raise _fail(index, ACTIONS, f"has size {width} per step", f"act_dim={spec.act_dim} ({spec.source})")
 
 
-def check_episode(index: int, episode: Mapping[str, np.ndarray], spec: EpisodeSpec) -> int:
-    """Validate one episode in numpy form against `spec` (filling its unknown fields); return its length."""
+def checked_episode(
+    index: int, episode: Mapping[str, np.ndarray], spec: EpisodeSpec
+) -> dict[str, np.ndarray]:
+    """Validate one episode in numpy form against `spec` (filling its unknown fields); return it in the training
+    dtypes (see `to_training_dtype`)."""
     check_columns(episode.keys(), (OBSERVATIONS, ACTIONS, REWARDS), where=f"episode {index}")
-    length = _check_lengths(index, episode)
+    _check_lengths(index, episode)
     _check_observation_shape(index, episode[OBSERVATIONS], spec)
     _check_actions(index, episode[ACTIONS], spec)
-    _check_finite(index, episode)
-    return length
+    return to_training_dtype(index, episode, spec)
+
+
+def check_episode(index: int, episode: Mapping[str, np.ndarray], spec: EpisodeSpec) -> int:
+    """Validate one episode in numpy form against `spec` (filling its unknown fields); return its length."""
+    return len(checked_episode(index, episode, spec)[ACTIONS])
 
 
 # Arrow -> numpy ---------------------------------------------------------------------------------------------

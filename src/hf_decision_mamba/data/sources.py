@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from datasets import Dataset, DatasetDict, IterableDataset, concatenate_datasets, load_dataset, load_from_disk
 from datasets.data_files import DataFilesDict, EmptyDatasetError, get_data_patterns
 
@@ -52,6 +55,30 @@ def _embedded_path(name: str) -> Path:
     return path
 
 
+def _has_rows(path: Path) -> bool:
+    """False for a parquet file of 0 rows (`datasets` fails on one: "BatchSize must be greater than 0")."""
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: the file is empty (0 bytes); expected a {path.suffix} file of episodes.")
+    if path.suffix != ".parquet":
+        return True
+    try:
+        return pq.ParquetFile(path).metadata.num_rows > 0
+    except pa.ArrowException as error:
+        raise ValueError(
+            f"{path}: not a readable parquet file ({error}); expected a parquet file of episodes."
+        ) from None
+
+
+def _files_with_rows(files: list[str], source: Path) -> list[str]:
+    """The local data files that hold episodes; raises naming `source` when none does."""
+    kept = [name for name in files if _has_rows(Path(name))]
+    if not kept:
+        raise ValueError(
+            f"{source}: has 0 episodes (its data files have 0 rows); expected at least one episode."
+        )
+    return kept
+
+
 def _load_file(path: Path, streaming: bool) -> AnyDataset:
     """One parquet/arrow/json file (its rows are the only split)."""
     builder = FILE_BUILDERS.get(path.suffix)
@@ -59,7 +86,8 @@ def _load_file(path: Path, streaming: bool) -> AnyDataset:
         raise ValueError(
             f"{path}: unsupported file type {path.suffix!r}; expected one of {sorted(FILE_BUILDERS)}."
         )
-    return load_dataset(builder, data_files=str(path), split="train", streaming=streaming)
+    files = _files_with_rows([str(path)], path)
+    return load_dataset(builder, data_files=files, split="train", streaming=streaming)
 
 
 def _load_local(path: Path, config: str | None, split: str, streaming: bool) -> AnyDataset:
@@ -71,10 +99,19 @@ def _load_local(path: Path, config: str | None, split: str, streaming: bool) -> 
     if find_minari_data(path) is not None:
         return load_minari(path, streaming=streaming)
     if (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file():
-        dataset = load_from_disk(str(path))
-        dataset = dataset[split] if isinstance(dataset, DatasetDict) else dataset
-        return dataset.to_iterable_dataset() if streaming else dataset
+        return _load_saved(path, split, streaming)
     return _load_folder(path, split, streaming)
+
+
+def _load_saved(path: Path, split: str, streaming: bool) -> AnyDataset:
+    """A `save_to_disk` folder (a `Dataset`, or a `DatasetDict` and its `split`)."""
+    state = path / split / "state.json" if (path / "dataset_dict.json").is_file() else path / "state.json"
+    if state.is_file() and not json.loads(state.read_text()).get("_data_files", True):
+        # `load_from_disk` fails on these with an IndexError.
+        raise ValueError(f"{state.parent}: has 0 episodes (no data files); expected at least one episode.")
+    dataset = load_from_disk(str(path))
+    dataset = dataset[split] if isinstance(dataset, DatasetDict) else dataset
+    return dataset.to_iterable_dataset() if streaming else dataset
 
 
 def _load_folder(path: Path, split: str, streaming: bool) -> AnyDataset:
@@ -96,7 +133,10 @@ def _load_folder(path: Path, split: str, streaming: bool) -> AnyDataset:
             f"{path}: split {split!r} has files of types {suffixes}; expected one of {sorted(FILE_BUILDERS)}."
         )
     return load_dataset(
-        builders.pop(), data_files={split: list(files[split])}, split=split, streaming=streaming
+        builders.pop(),
+        data_files={split: _files_with_rows(list(files[split]), path)},
+        split=split,
+        streaming=streaming,
     )
 
 
@@ -147,6 +187,12 @@ def _resolve(source: str, config: str | None) -> tuple[str, str | None]:
         namespace, _, name = rest.partition("/")
         return f"{MINARI_HUB_ORGANISATION}/{namespace}", name or config
     return source, config
+
+
+def _check_not_empty(dataset: AnyDataset, source: str) -> None:
+    """A loaded dataset of 0 rows raises naming its source (a stream is checked when the windows are built)."""
+    if isinstance(dataset, Dataset) and len(dataset) == 0:
+        raise ValueError(f"{source}: has 0 episodes (0 rows); expected at least one episode.")
 
 
 def _first(dataset: AnyDataset, count: int | None) -> AnyDataset:
@@ -239,4 +285,5 @@ def load_trajectories(
         repo, config = _resolve(source, config)
         streaming = repo == JAT_REPO if streaming is None else streaming
         dataset = _load_hub(repo, config, split, streaming, revision)
+    _check_not_empty(dataset, source)
     return to_canonical(_first(dataset, max_episodes), where=source)

@@ -31,7 +31,8 @@ from .schema import (
     OBSERVATIONS,
     REWARDS,
     EpisodeSpec,
-    check_episode,
+    check_finite,
+    checked_episode,
     iter_episodes,
 )
 
@@ -111,7 +112,8 @@ class TrajectoryWindowDataset(torch.utils.data.Dataset):
         ):
             if episode[OBSERVATIONS].ndim == 4:  # full frame stacks per step: keep each frame once
                 episode = {**episode, **split_stacks(episode[OBSERVATIONS], index, OBSERVATIONS)}
-            length = check_episode(index, episode, self.spec)
+            episode = checked_episode(index, episode, self.spec)
+            length = len(episode[ACTIONS])
             if self.mode == "window" and length < self.context_length and short_episodes != "keep":
                 if short_episodes == "error":
                     raise ValueError(
@@ -119,11 +121,12 @@ class TrajectoryWindowDataset(torch.utils.data.Dataset):
                     )
                 skipped.append(index)
                 continue
-            self._add(episode)
+            self._add(index, episode)
             self.source_indices.append(index)
         self._report_skipped(skipped)
 
-    def _add(self, episode: Mapping[str, np.ndarray]) -> None:
+    def _add(self, index: int, episode: Mapping[str, np.ndarray]) -> None:
+        """Store one checked episode (already in its training dtypes) and its float32 returns-to-go."""
         states = episode[OBSERVATIONS]
         if self.spec.is_atari:
             history = (FRAME_STACK - 1, *FRAME_SHAPE)
@@ -140,9 +143,14 @@ class TrajectoryWindowDataset(torch.utils.data.Dataset):
         )
         rewards = episode[REWARDS].astype(np.float32).reshape(-1)
         self.rewards.append(rewards)
-        self.rtg.append((returns_to_go(rewards, self.gamma) / self.rtg_scale).astype(np.float32))
+        rtg = returns_to_go(rewards, self.gamma) / self.rtg_scale
+        with np.errstate(over="ignore"):
+            self.rtg.append(rtg.astype(np.float32))
+        check_finite(index, "returns_to_go", self.rtg[-1], original=rtg)
 
     def _report_skipped(self, skipped: list[int]) -> None:
+        if not self.states and not skipped:
+            raise ValueError("no episodes: the dataset is empty (0 episodes); expected at least one episode.")
         if not self.states:
             raise ValueError(
                 f"no usable episode: all {len(skipped)} episode(s) are shorter than context_length="

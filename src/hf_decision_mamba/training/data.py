@@ -10,12 +10,14 @@ import numpy as np
 from datasets import Dataset
 
 from ..data import (
+    EpisodeSpec,
     TrajectoryCollator,
     TrajectoryWindowDataset,
     dataset_environment,
     dataset_space_fields,
     iter_episodes,
     load_trajectories,
+    to_training_dtype,
 )
 from .arguments import DataArguments
 
@@ -84,8 +86,11 @@ def load_episodes(args: DataArguments) -> Any:
 
 
 def episode_statistics(episodes: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Undiscounted return and length of every episode."""
-    rewards = [episode["rewards"] for episode in iter_episodes(episodes, ["rewards"])]
+    """Undiscounted return and length of every episode (rewards checked as `to_training_dtype` checks them)."""
+    rewards = [
+        to_training_dtype(index, episode, EpisodeSpec())["rewards"]
+        for index, episode in enumerate(iter_episodes(episodes, ["rewards"]))
+    ]
     return np.array([r.sum(dtype=np.float64) for r in rewards]), np.array([len(r) for r in rewards])
 
 
