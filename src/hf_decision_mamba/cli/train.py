@@ -10,10 +10,9 @@ Arguments are the fields of `ModelArguments`, `DataArguments`, `EnvEvaluationArg
 
 from __future__ import annotations
 
-import sys
-
 from ..evaluation import format_report, format_table
 from ..training import SIGTERM_EXIT_CODE, TrainingResult, parse_train_args, run_training
+from .errors import run_reporting_input_errors
 
 
 def final_table(result: TrainingResult) -> str:
@@ -54,11 +53,11 @@ def report_result(result: TrainingResult) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `dmamba train`; returns the exit status (2 for invalid arguments, 143 after SIGTERM)."""
-    try:
-        result = run_training(parse_train_args(argv))
-    except ValueError as error:
-        print(f"dmamba train: error: {error}", file=sys.stderr)
-        return 2
+    return run_reporting_input_errors("dmamba train", lambda: _train(argv))
+
+
+def _train(argv: list[str] | None) -> int:
+    result = run_training(parse_train_args(argv))
     report_result(result)
     return SIGTERM_EXIT_CODE if result.interrupted else 0
 

@@ -15,8 +15,6 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import (
-    AutoConfig,
-    AutoModel,
     DecisionTransformerConfig,
     DecisionTransformerModel,
     PreTrainedConfig,
@@ -29,6 +27,7 @@ from transformers.utils import ModelOutput
 
 from ..configuration_decision_mamba import DecisionMambaConfig
 from ..envs import make_env, resolve_env_id
+from ..loading import load_config, load_pretrained
 from ..modeling_decision_mamba import DecisionMambaModel, masked_action_loss, weight_decay_param_groups
 from ..policy_decision_mamba import DecisionMambaPolicy
 from ..presets import DEFAULT_TARGET_RETURNS
@@ -170,7 +169,7 @@ def build_config(
     `env_options` are the environment's protocol options (e.g. `full_action_space=True` gives 18 actions)."""
     overrides = _checked_overrides(args.config_overrides)
     if args.model_name_or_path:
-        config = AutoConfig.from_pretrained(args.model_name_or_path)
+        config = load_config(args.model_name_or_path, trust_remote_code=args.trust_remote_code)
         for key, value in overrides.items():
             setattr(config, key, value)
         return config
@@ -222,9 +221,14 @@ def build_model(config: Any, args: ModelArguments) -> PreTrainedModel:
     if args.model_name_or_path:
         if (
             not is_dt and type(config) is not DecisionMambaConfig
-        ):  # remote-code config of another package version
-            return AutoModel.from_pretrained(args.model_name_or_path, config=config, trust_remote_code=True)
-        return model_class.from_pretrained(args.model_name_or_path, config=config)
+        ):  # the checkpoint's own code (the user allowed it)
+            model_class = None
+        return load_pretrained(
+            args.model_name_or_path,
+            config=config,
+            model_class=model_class,
+            trust_remote_code=args.trust_remote_code,
+        )
     return model_class(config)
 
 
