@@ -31,7 +31,7 @@ class EpisodeRecording:
     """One episode: per-step rewards and returns-to-go, the last step's hidden attention, timings, video.
 
     `terminated`: the environment ended it (a fall, game over); `timed_out`: the time limit stopped it;
-    neither: it reached the step limit.
+    neither: it reached the step limit. `video_cut`: the time limit stopped the video before the episode's end.
     """
 
     env_id: str
@@ -47,6 +47,7 @@ class EpisodeRecording:
     attention_s: float
     video: Path | None = None
     video_s: float = 0.0
+    video_cut: bool = False
 
     @property
     def length(self) -> int:
@@ -192,7 +193,8 @@ def record_episode(
     """Play episode `seed` of `env_id` (default: the model's) with `model.policy(mode, target_return)`.
 
     The rollout stops at the episode's end, after `max_episode_steps`, or once `time_limit_s` have passed
-    (`timed_out`). `video_path`: replay the episode into an H.264 MP4. `env_kwargs` set the protocol.
+    (`timed_out`). `video_path`: replay the episode into an H.264 MP4, within the same time limit (rendering
+    and encoding stop there: `video_cut`). `env_kwargs` set the protocol.
     """
     check_int("seed", seed, 0)
     if mode not in POLICY_MODES:
@@ -202,11 +204,15 @@ def record_episode(
     protocol = make_protocol(env_id, max_episode_steps=max_episode_steps, **env_kwargs)
     check_model_fits_env(model, env_id, protocol)
     limit = math.inf if time_limit_s is None else time_limit_s
+    deadline = time.perf_counter() + limit
     recording, actions = _record(model, env_id, protocol, seed, target, mode, limit)
     if video_path is not None:
         start = time.perf_counter()
-        recording.video = record_replay(env_id, protocol, seed, actions, video_path, recording.total_return)
+        recording.video = record_replay(
+            env_id, protocol, seed, actions, video_path, recording.total_return, deadline=deadline
+        )
         recording.video_s = time.perf_counter() - start
+        recording.video_cut = time.perf_counter() > deadline
     return recording
 
 
