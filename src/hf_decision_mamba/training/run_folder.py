@@ -125,15 +125,15 @@ def holds_run(folder: str | Path) -> bool:
 
 
 def difference(old: dict[str, Any], new: dict[str, Any]) -> str | None:
-    """The first field that differs between two records, as `data.sha256='ab12...' (now 'cd34...')`, or None.
-
-    Local data that has the same content under another path is the same data."""
+    """The first field that differs between two records (the data's content first), as
+    `data.sha256='ab12...' (this run: 'cd34...')`, or None. Local data with the same content under another path
+    is the same data."""
     old_data, new_data = dict(old.get("data", {})), dict(new.get("data", {}))
     if old_data.get("sha256") and old_data.get("sha256") == new_data.get("sha256"):
         old_data.pop("dataset", None)
         new_data.pop("dataset", None)
     for group, before, after in (("data", old_data, new_data), ("model", old.get("model", {}), new["model"])):
-        for key in sorted(set(before) | set(after)):
+        for key in sorted(set(before) | set(after), key=lambda name: (name != "sha256", name)):
             if before.get(key) != after.get(key):
                 return f"{group}.{key}={before.get(key)!r} (this run: {after.get(key)!r})"
     return None
