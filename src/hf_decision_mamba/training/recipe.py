@@ -213,12 +213,9 @@ def resolve_resume(value: str | None, output_dir: str | Path) -> str | None:
         checkpoint = last_complete_checkpoint(output_dir)
         if checkpoint is None and choice.lower() != "auto":
             raise ValueError(f"resume_from_checkpoint={value!r}: no complete checkpoint in {output_dir}.")
-        if checkpoint is not None:
-            check_local_weights(checkpoint)
         return checkpoint
     if not is_complete_checkpoint(choice):
         raise ValueError(f"resume_from_checkpoint={value!r}: expected a complete Trainer checkpoint folder.")
-    check_local_weights(choice)
     return choice
 
 
@@ -337,6 +334,8 @@ def train_and_finish(
     """Train (resuming when a checkpoint exists), then save, evaluate, write the card and push if asked."""
     training = run.args.training
     resume = resolve_resume(training.resume_from_checkpoint, run.output_dir)
+    if resume:
+        check_local_weights(resume)  # a damaged file fails here, in one line, not inside the Trainer's resume
     if trainer.is_world_process_zero() and run.record is not None:
         write_record(run.output_dir, run.record)
     terminated = _train(trainer, resume, training.max_steps)
