@@ -389,7 +389,7 @@ def space_long_episode(tmp_path, capsys):
 
 def play_and_video_within_the_cap(outcome: Outcome) -> None:
     recording = outcome.extra["recording"]
-    assert recording.timed_out and recording.video_cut and recording.length < 1000
+    assert recording.video_cut and (recording.timed_out or recording.length == 1000)
     assert outcome.extra["seconds"] <= SPACE_LIMIT_S + START_OVERHEAD_S, outcome.extra["seconds"]
     assert is_browser_playable(recording.video)
 
@@ -435,7 +435,7 @@ CASES = [
                  id="evaluate: a failed evaluation leaves no output folder"),
     pytest.param(train_without_network, "", 2,
                  ("dmamba train: error: could not reach the Hugging Face Hub at http://127.0.0.1:9",
-                  "'edbeeching/decision_transformer_gym_replay'", "HF_HUB_OFFLINE=1", "local copy"),
+                  "to load dataset 'd4rl:hopper-medium-v2'", "HF_HUB_OFFLINE=1", "local copy"),
                  one_line_no_retries, id="train: no network"),
     pytest.param(push_without_network, "", 2,
                  ("dmamba push: error: could not reach the Hugging Face Hub at http://127.0.0.1:9",

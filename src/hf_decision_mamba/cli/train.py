@@ -11,7 +11,9 @@ Arguments are the fields of `ModelArguments`, `DataArguments`, `EnvEvaluationArg
 from __future__ import annotations
 
 from ..evaluation import format_report, format_table
+from ..network import require_hub
 from ..training import SIGTERM_EXIT_CODE, TrainingResult, parse_train_args, run_training
+from ..training.data import is_hub_source
 from .errors import run_reporting_input_errors
 
 
@@ -57,7 +59,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _train(argv: list[str] | None) -> int:
-    result = run_training(parse_train_args(argv))
+    args = parse_train_args(argv)
+    if is_hub_source(args.data.dataset):  # without network: one line now, not `datasets`' 30 s of retries
+        require_hub(f"load dataset {args.data.dataset!r}")
+    result = run_training(args)
     report_result(result)
     return SIGTERM_EXIT_CODE if result.interrupted else 0
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from datasets import Dataset, DatasetDict, IterableDataset, concatenate_datasets, load_dataset, load_from_disk
 from datasets.data_files import DataFilesDict, EmptyDatasetError, get_data_patterns
 
-from ..network import require_hub
 from .formats import to_canonical
 from .minari import MINARI_HUB_ORGANISATION, download_minari, find_minari_data, load_minari
 
@@ -120,7 +119,6 @@ def _load_gym_replay(config: str | None, split: str, streaming: bool, revision: 
 
 
 def _load_hub(repo: str, config: str | None, split: str, streaming: bool, revision: str | None) -> AnyDataset:
-    require_hub(f"load dataset {repo!r}")  # fails at once, not after `datasets`' 30 s of retries
     if repo == GYM_REPLAY_REPO:
         return _load_gym_replay(config, split, streaming, revision)
     if repo.startswith(f"{MINARI_HUB_ORGANISATION}/"):

@@ -54,6 +54,18 @@ def infer_env_id(args: DataArguments) -> str | None:
     return None
 
 
+def is_hub_source(source: str) -> bool:
+    """Whether `source` names data on the Hub: a short form (`d4rl:...`) or a repo id, not the embedded data,
+    an existing local path or anything that looks like a path (`/...`, `./...`, `~/...`)."""
+    if (
+        source.startswith("embedded:")
+        or source.startswith(("/", ".", "~"))
+        or Path(source).expanduser().exists()
+    ):
+        return False
+    return ":" in source or source.count("/") == 1
+
+
 def load_episodes(args: DataArguments) -> Any:
     """Episodes of `args.dataset` in the canonical schema."""
     return load_trajectories(
@@ -104,6 +116,7 @@ __all__ = [
     "build_training_data",
     "episode_statistics",
     "infer_env_id",
+    "is_hub_source",
     "load_episodes",
     "split_episodes",
 ]
