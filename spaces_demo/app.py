@@ -170,7 +170,7 @@ def load_checkpoint(name: str) -> Any:
     import hf_decision_mamba  # noqa: F401  (registers Decision Mamba with the Auto classes)
 
     try:
-        config = AutoConfig.from_pretrained(name)
+        config = AutoConfig.from_pretrained(name, trust_remote_code=False)
     except Exception as error:
         logger.info("Could not load %s: %s", name, error)
         raise ValueError(
@@ -181,7 +181,7 @@ def load_checkpoint(name: str) -> Any:
         raise ValueError(
             f"{name!r} is a {config.model_type!r} model; this Space plays Decision Mamba checkpoints."
         )
-    return AutoModel.from_pretrained(name, config=config).eval()
+    return AutoModel.from_pretrained(name, config=config, trust_remote_code=False).eval()
 
 
 def _video_path(request: Request) -> Path:

@@ -1,7 +1,8 @@
 """The run record: what a `dmamba train` output folder was trained on, so that a rerun cannot mix two runs.
 
 `run_record.json` holds the data's identity (source, config, revision, episode cap and, for local files, a SHA-256
-fingerprint of their content) and the model config fields that fix the architecture. A rerun into a folder that
+fingerprint of their content, plus the window mode and return-to-go scale) and the model config fields that fix
+the architecture. A rerun into a folder that
 holds a run (finished or partial) must have the same record, or it is refused with one line naming what differs;
 `--overwrite_output_dir` removes the earlier run's files first. A resume from a checkpoint must match the record
 stored with that checkpoint.
@@ -69,7 +70,8 @@ def fingerprint_files(path: Path) -> str:
 
 
 def data_identity(args: DataArguments) -> dict[str, Any]:
-    """The dataset's identity: source, config, revision, episode cap; local and embedded files also by content."""
+    """The dataset's identity (source, config, revision, episode cap; local and embedded files also by content)
+    and how it is turned into training targets (window mode, return-to-go scale)."""
     from ..data.sources import EMBEDDED_DIR
 
     source = args.dataset
@@ -82,6 +84,8 @@ def data_identity(args: DataArguments) -> dict[str, Any]:
         "dataset_config": args.dataset_config,
         "dataset_revision": args.dataset_revision,
         "max_episodes": args.max_episodes,
+        "window_mode": args.window_mode,
+        "rtg_scale": args.rtg_scale,
         "sha256": sha256,
     }
 
