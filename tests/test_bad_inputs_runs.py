@@ -116,6 +116,10 @@ def rerun_other_architecture(finished_run, tmp_path, capsys):
     return _rerun(finished_run, tmp_path, capsys, "--config_overrides", overrides)
 
 
+def rerun_other_return_scale(finished_run, tmp_path, capsys):
+    return _rerun(finished_run, tmp_path, capsys, "--rtg_scale", "100")
+
+
 def rerun_other_data_overwrite(finished_run, tmp_path, capsys):
     return _rerun(finished_run, tmp_path, capsys, "--overwrite_output_dir", data_count=5)
 
@@ -406,6 +410,8 @@ CASES = [
                  id="train: rewritten data file is refused"),
     pytest.param(rerun_other_architecture, "run", 2, ("model.hidden_size=16 (this run: 32)", RERUN_HINT),
                  unchanged, id="train: other hidden size is refused"),
+    pytest.param(rerun_other_return_scale, "run", 2, ("data.rtg_scale=None (this run: 100.0)", RERUN_HINT),
+                 unchanged, id="train: other return-to-go scale is refused"),
     pytest.param(rerun_without_record, "run", 2, ("without run_record.json", RERUN_HINT), unchanged,
                  id="train: folder with an unrecorded run is refused"),
     pytest.param(rerun_other_data_overwrite, "run", 0, (), trained_anew_on_the_new_data,
