@@ -124,6 +124,12 @@ def rerun_other_data_overwrite(finished_run, tmp_path, capsys):
     return _rerun(finished_run, tmp_path, capsys, "--overwrite_output_dir", data_count=5)
 
 
+def rerun_overwrite_and_resume(finished_run, tmp_path, capsys):
+    return _rerun(
+        finished_run, tmp_path, capsys, "--overwrite_output_dir", "--resume_from_checkpoint", "last"
+    )
+
+
 def rerun_without_record(finished_run, tmp_path, capsys):
     run, data = finished_run
     folder = tmp_path / "run"
@@ -416,6 +422,9 @@ CASES = [
                  id="train: folder with an unrecorded run is refused"),
     pytest.param(rerun_other_data_overwrite, "run", 0, (), trained_anew_on_the_new_data,
                  id="train: --overwrite_output_dir starts clean"),
+    pytest.param(rerun_overwrite_and_resume, "run", 2,
+                 ("overwrite_output_dir=True", "resume_from_checkpoint='last'", "expected one of the two"),
+                 unchanged, id="train: --overwrite_output_dir with a resume is refused before removing anything"),
     pytest.param(resume_from_other_run, "run", 2, ("resume_from_checkpoint=", "model.hidden_size=16"),
                  nothing_written, id="train: resume from a checkpoint of another architecture is refused"),
     pytest.param(resume_from_truncated_checkpoint, "run", 2, ("checkpoint-2/model.safetensors", "truncated"),

@@ -219,10 +219,8 @@ def build_model(config: Any, args: ModelArguments) -> PreTrainedModel:
     is_dt = config.model_type == DecisionTransformerConfig.model_type
     model_class = DecisionTransformerForTraining if is_dt else DecisionMambaModel
     if args.model_name_or_path:
-        if (
-            not is_dt and type(config) is not DecisionMambaConfig
-        ):  # the checkpoint's own code (the user allowed it)
-            model_class = None
+        if not is_dt and type(config) is not DecisionMambaConfig:
+            model_class = None  # a class of the checkpoint's own code (allowed by --trust_remote_code)
         return load_pretrained(
             args.model_name_or_path,
             config=config,

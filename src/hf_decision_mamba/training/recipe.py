@@ -112,10 +112,15 @@ def check_run(args: RecipeArguments, config: Any) -> dict[str, Any]:
     with `--overwrite_output_dir` the main process first removes the earlier run (see `run_folder`)."""
     training = args.training
     record = run_record(args.data, config)
-    with training.main_process_first(desc="checking the output folder"):
-        overwrite = getattr(training, "overwrite_output_dir", False)
-        check_run_folder(training.output_dir, record, overwrite and training.process_index == 0)
     resume = training.resume_from_checkpoint
+    overwrite = getattr(training, "overwrite_output_dir", False)
+    if overwrite and (resume or "auto").strip().lower() not in ("auto", "false", "none", "no"):
+        raise ValueError(
+            f"overwrite_output_dir=True removes the run in {training.output_dir} but resume_from_checkpoint="
+            f"{resume!r} asks to continue one; expected one of the two."
+        )
+    with training.main_process_first(desc="checking the output folder"):
+        check_run_folder(training.output_dir, record, overwrite and training.process_index == 0)
     if resume and Path(resume).is_dir():
         check_checkpoint(resume, record)
     return record
