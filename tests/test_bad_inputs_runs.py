@@ -292,6 +292,10 @@ def push_without_network(tmp_path, capsys):
     return _offline_command(tmp_path, "push", str(folder), "--repo_id", "user/tiny-hopper")
 
 
+def evaluate_hub_id_without_network(tmp_path, capsys):
+    return _offline_command(tmp_path, "evaluate", "user/tiny-hopper", "--output_dir", "out")
+
+
 def one_line_no_retries(outcome: Outcome) -> None:
     assert outcome.err.count("\n") == 1 and "Traceback" not in outcome.err and "Retry" not in outcome.err
     assert not (outcome.folder / "out").exists()
@@ -456,6 +460,10 @@ CASES = [
                  ("dmamba push: error: could not reach the Hugging Face Hub at http://127.0.0.1:9",
                   "push to 'user/tiny-hopper'", "nothing was uploaded"),
                  one_line_no_retries, id="push: no network"),
+    pytest.param(evaluate_hub_id_without_network, "", 2,
+                 ("dmamba evaluate: error: could not reach the Hugging Face Hub at http://127.0.0.1:9",
+                  "to load model 'user/tiny-hopper'", "HF_HUB_OFFLINE=1"),
+                 one_line_no_retries, id="evaluate: Hub id without network"),
     pytest.param(same_name_folders, "", 0, (), each_folder_its_own,
                  id="data: two folders with the same name load their own episodes"),
     pytest.param(space_request("elsewhere", root_set=True), "space", 2,

@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .network import is_network_error, require_hub
+
 WEIGHTS_FILE = "model.safetensors"
 REMOTE_CODE_HINT = "pass --trust_remote_code (trust_remote_code=True) to run it, only if you trust its source"
 
@@ -38,7 +40,8 @@ def check_local_weights(folder: str | os.PathLike) -> None:
 
 
 def check_model_location(name_or_path: str | os.PathLike) -> None:
-    """A `ValueError` when `name_or_path` is neither an existing local folder nor a valid Hub repo id."""
+    """A `ValueError` when `name_or_path` is neither an existing local folder nor a valid Hub repo id; a
+    `HubUnreachableError` at once (not after 30 s of retries) when it is a Hub id and the Hub does not answer."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     name = str(name_or_path)
@@ -54,6 +57,7 @@ def check_model_location(name_or_path: str | os.PathLike) -> None:
             f"model={name!r}: no such local folder, and not a Hub repo id either; expected an existing "
             "folder written by save_pretrained or a Hub id such as user/name."
         ) from None
+    require_hub(f"load model {name!r}")
 
 
 def _one_line(error: BaseException) -> str:
@@ -116,6 +120,10 @@ def load_pretrained(
         return loader.from_pretrained(name, **kwargs)
     except (ValueError, SafetensorError) as error:
         raise (_loading_error(name, error) or error) from None
+    except OSError as error:  # transformers' "not a valid model identifier", missing files
+        if is_network_error(error):
+            raise
+        raise ValueError(f"model={name!r} could not be loaded: {_one_line(error)}") from None
 
 
 __all__ = [
