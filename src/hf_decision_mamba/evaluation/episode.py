@@ -39,7 +39,7 @@ class EpisodeRecording:
     """One episode: per-step rewards and returns-to-go, the last step's hidden attention, timings, video.
 
     `terminated`: the environment ended it (a fall, game over); `timed_out`: the time limit stopped it;
-    neither: it reached the step limit.
+    neither: it reached the step limit. `video_cut`: the time limit stopped the video before the episode's end.
     """
 
     env_id: str
@@ -56,6 +56,7 @@ class EpisodeRecording:
     video: Path | None = None
     video_s: float = 0.0
     score: ScoreRange | None = None
+    video_cut: bool = False
 
     @property
     def length(self) -> int:
@@ -202,7 +203,8 @@ def record_episode(
     """Play episode `seed` of `env_id` (default: the model's) with `model.policy(mode, target_return)`.
 
     The rollout stops at the episode's end, after `max_episode_steps`, or once `time_limit_s` have passed
-    (`timed_out`). `video_path`: replay the episode into an H.264 MP4. `env_kwargs` set the protocol.
+    (`timed_out`). `video_path`: replay the episode into an H.264 MP4, within the same time limit (rendering
+    and encoding stop there: `video_cut`). `env_kwargs` set the protocol.
     """
     check_int("seed", seed, 0)
     if mode not in POLICY_MODES:
@@ -215,12 +217,16 @@ def record_episode(
     )
     check_model_fits_env(model, env_id, protocol)
     limit = math.inf if time_limit_s is None else time_limit_s
+    deadline = time.perf_counter() + limit
     recording, actions = _record(model, env_id, protocol, seed, target, mode, limit)
     recording.score = score_range(env_id, config)
     if video_path is not None:
         start = time.perf_counter()
-        recording.video = record_replay(env_id, protocol, seed, actions, video_path, recording.total_return)
+        recording.video = record_replay(
+            env_id, protocol, seed, actions, video_path, recording.total_return, deadline=deadline
+        )
         recording.video_s = time.perf_counter() - start
+        recording.video_cut = time.perf_counter() > deadline
     return recording
 
 

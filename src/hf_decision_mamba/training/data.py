@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -78,6 +79,18 @@ def data_space_fields(args: DataArguments, episodes: Any) -> dict[str, Any]:
     return {**fields, "action_space": "continuous", "act_dim": int(np.prod(first["actions"].shape[1:]))}
 
 
+def is_hub_source(source: str) -> bool:
+    """Whether `source` names data on the Hub: a short form (`d4rl:...`) or a repo id, not the embedded data,
+    an existing local path or anything that looks like a path (`/...`, `./...`, `~/...`)."""
+    if (
+        source.startswith("embedded:")
+        or source.startswith(("/", ".", "~"))
+        or Path(source).expanduser().exists()
+    ):
+        return False
+    return ":" in source or source.count("/") == 1
+
+
 def load_episodes(args: DataArguments) -> Any:
     """Episodes of `args.dataset` in the canonical schema."""
     return load_trajectories(
@@ -133,6 +146,7 @@ __all__ = [
     "data_space_fields",
     "infer_env_id",
     "infer_environment",
+    "is_hub_source",
     "load_episodes",
     "split_episodes",
 ]

@@ -15,8 +15,6 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import (
-    AutoConfig,
-    AutoModel,
     DecisionTransformerConfig,
     DecisionTransformerModel,
     PreTrainedConfig,
@@ -29,6 +27,7 @@ from transformers.utils import ModelOutput
 
 from ..configuration_decision_mamba import DecisionMambaConfig
 from ..envs import make_env, resolve_env_id
+from ..loading import load_config, load_pretrained
 from ..modeling_decision_mamba import DecisionMambaModel, masked_action_loss, weight_decay_param_groups
 from ..policy_decision_mamba import DecisionMambaPolicy
 from ..presets import DEFAULT_TARGET_RETURNS
@@ -220,7 +219,7 @@ def build_config(
     `env_origin` says in errors where `env_id` came from (e.g. "dmamba-hopper's default")."""
     overrides = _checked_overrides(args.config_overrides)
     if args.model_name_or_path:
-        config = AutoConfig.from_pretrained(args.model_name_or_path)
+        config = load_config(args.model_name_or_path, trust_remote_code=args.trust_remote_code)
         for key, value in overrides.items():
             setattr(config, key, value)
         return config
@@ -277,11 +276,14 @@ def build_model(config: Any, args: ModelArguments) -> PreTrainedModel:
     is_dt = config.model_type == DecisionTransformerConfig.model_type
     model_class = DecisionTransformerForTraining if is_dt else DecisionMambaModel
     if args.model_name_or_path:
-        if (
-            not is_dt and type(config) is not DecisionMambaConfig
-        ):  # remote-code config of another package version
-            return AutoModel.from_pretrained(args.model_name_or_path, config=config, trust_remote_code=True)
-        return model_class.from_pretrained(args.model_name_or_path, config=config)
+        if not is_dt and type(config) is not DecisionMambaConfig:
+            model_class = None  # a class of the checkpoint's own code (allowed by --trust_remote_code)
+        return load_pretrained(
+            args.model_name_or_path,
+            config=config,
+            model_class=model_class,
+            trust_remote_code=args.trust_remote_code,
+        )
     return model_class(config)
 
 
