@@ -100,7 +100,7 @@ CASES = [
 
 @pytest.mark.parametrize(("env_id", "data_format", "sizes"), CASES)
 def test_training_on_a_minari_dataset_infers_environment_and_sizes(
-    tmp_path, space, env_id, data_format, sizes
+    tmp_path, monkeypatch, space, env_id, data_format, sizes
 ):
     dataset_id = collect(env_id, data_format)
     by_folder = data_format == "arrow"  # one format through the folder, the other through the Minari id
@@ -115,6 +115,9 @@ def test_training_on_a_minari_dataset_infers_environment_and_sizes(
     assert is_browser_playable(tmp_path / "run" / "replay.mp4")
     card = (tmp_path / "run" / "README.md").read_text()
     assert f"name: {env_id}" in card.split("model-index:")[1]
+    monkeypatch.setenv(
+        space.LOCAL_ROOT_VARIABLE, str(tmp_path)
+    )  # the Space plays local folders under it only
     assert (
         space.env_choices(str(tmp_path / "run"))[0] == env_id
     )  # the Space offers the checkpoint's env first

@@ -462,7 +462,7 @@ CASES = [
     pytest.param(evaluate_missing_folder, "", 2,
                  ("no/such/dir", "no such local folder, and not a Hub repo id either"), nothing_written,
                  id="evaluate: missing folder"),
-    pytest.param(evaluate_failing_after_load, "", 2, ("env_id='CartPole-v1'",), nothing_written,
+    pytest.param(evaluate_failing_after_load, "", 2, ("action_space='continuous'", "CartPole-v1"), nothing_written,
                  id="evaluate: a failed evaluation leaves no output folder"),
     pytest.param(train_without_network, "", 2,
                  ("dmamba train: error: could not reach the Hugging Face Hub at http://127.0.0.1:9",
