@@ -1,8 +1,9 @@
 """Decision Mamba playground: pick a checkpoint, an environment, a seed and a target return; watch it play.
 
 Run locally with `python spaces_demo/app.py` (host and port from GRADIO_SERVER_NAME / GRADIO_SERVER_PORT).
-Settings: DMAMBA_SPACE_MODEL (default model), DMAMBA_SPACE_TIME_LIMIT (seconds of play per episode),
-DMAMBA_SPACE_TORCH_THREADS (torch threads while playing, default 1).
+Settings: DMAMBA_SPACE_MODEL (default model), DMAMBA_SPACE_TIME_LIMIT (seconds per episode, play and video),
+DMAMBA_SPACE_TORCH_THREADS (torch threads while playing, default 1), DMAMBA_SPACE_LOCAL_ROOT (the folder under
+which visitors may play local checkpoint folders; unset: only the default model's folder and Hub ids).
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ logger = logging.getLogger("dmamba_space")
 MAX_EPISODE_STEPS = 1000
 """Longest episode a visitor can ask for (a full MuJoCo episode; about a minute of Atari play)."""
 TIME_LIMIT_S = float(os.environ.get("DMAMBA_SPACE_TIME_LIMIT", "45"))
-"""Seconds of play per episode; the episode stops there (flagged) and the video shows what was played."""
+"""Seconds per episode, play and video together; play stops there (flagged) and the video shows what was
+rendered and encoded by then."""
+LOCAL_ROOT_VARIABLE = "DMAMBA_SPACE_LOCAL_ROOT"
 MAX_SEED = 1_000_000
 CACHE_SIZE = 32
 QUEUE_SIZE = 16
@@ -116,12 +119,55 @@ def _target(value: Any, env_id: str) -> float:
     return number
 
 
+def checkpoint_env(model: Any) -> str | None:
+    """The environment a checkpoint was trained in (its config's `env_id`), for a local folder or a Hub model
+    already cached here; None when it names none or cannot be read (the Space never downloads for this)."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(_model_key(model), local_files_only=True)
+        return resolve_env_id(config.env_id) if getattr(config, "env_id", None) else None
+    except Exception:  # any unreadable model: the list stays the default one
+        return None
+
+
+def env_choices(model: Any) -> list[str]:
+    """The environment list: the checkpoint's own environment first (any Gymnasium task), then the usual ones."""
+    own = checkpoint_env(model)
+    return [own, *[env for env in ENV_CHOICES if env != own]] if own else list(ENV_CHOICES)
+
+
+def update_env_choices(model: str, current: str) -> Any:
+    """A new model: offer its environment first and select it (else keep the current choice)."""
+    choices = env_choices(model)
+    return gr.update(choices=choices, value=choices[0] if checkpoint_env(model) else current)
+
+
+def local_roots() -> list[Path]:
+    """Folders whose checkpoints visitors may play: DMAMBA_SPACE_LOCAL_ROOT, and the default model's folder."""
+    roots = [os.environ.get(LOCAL_ROOT_VARIABLE, ""), default_model()]
+    return [Path(root).expanduser().resolve() for root in roots if root and Path(root).expanduser().is_dir()]
+
+
+def _looks_local(text: str) -> bool:
+    """A path rather than a Hub id: absolute, relative to here or home, or naming something on this disk."""
+    return text.startswith(("/", ".", "~", "\\")) or Path(text).expanduser().exists()
+
+
 def _model_key(model: Any) -> str:
-    """The model as typed (stripped), or the absolute path of an existing local folder."""
+    """The model as typed (stripped), or the absolute path of a local folder under an allowed root."""
     if not isinstance(model, str) or not model.strip():
         raise ValueError("Enter a model: a Hugging Face Hub id (user/name) or a local checkpoint folder.")
-    path = Path(model.strip()).expanduser()
-    return str(path.resolve()) if path.is_dir() else model.strip()
+    text = model.strip()
+    if not _looks_local(text):
+        return text
+    path = Path(text).expanduser().resolve()
+    if not any(path == root or path.is_relative_to(root) for root in local_roots()):
+        raise ValueError(
+            f"Local folder {text!r} is not playable here: this Space plays Hub ids (user/name) and local folders "
+            f"under {LOCAL_ROOT_VARIABLE} only."
+        )
+    return str(path)
 
 
 def parse_request(model: Any, env_id: Any, seed: Any, target: Any, mode: Any, max_steps: Any) -> Request:
@@ -132,7 +178,8 @@ def parse_request(model: Any, env_id: Any, seed: Any, target: Any, mode: Any, ma
         resolved = resolve_env_id(env_id)
     except ValueError:
         raise ValueError(
-            f"Unknown environment {env_id!r}: pick one of {', '.join(ENV_CHOICES)} or another Atari game."
+            f"Unknown environment {env_id!r}: pick one of {', '.join(ENV_CHOICES)}, another Atari game or "
+            "any registered Gymnasium id."
         ) from None
     return Request(
         _model_key(model), resolved, _as_int("seed", seed, 0, MAX_SEED), _target(target, resolved), mode,
@@ -148,7 +195,7 @@ def load_checkpoint(name: str) -> Any:
     import hf_decision_mamba  # noqa: F401  (registers Decision Mamba with the Auto classes)
 
     try:
-        config = AutoConfig.from_pretrained(name)
+        config = AutoConfig.from_pretrained(name, trust_remote_code=False)
     except Exception as error:
         logger.info("Could not load %s: %s", name, error)
         raise ValueError(
@@ -159,7 +206,7 @@ def load_checkpoint(name: str) -> Any:
         raise ValueError(
             f"{name!r} is a {config.model_type!r} model; this Space plays Decision Mamba checkpoints."
         )
-    return AutoModel.from_pretrained(name, config=config).eval()
+    return AutoModel.from_pretrained(name, config=config, trust_remote_code=False).eval()
 
 
 def _video_path(request: Request) -> Path:
@@ -261,7 +308,8 @@ def summary(recording: EpisodeRecording, cached: bool) -> str:
     score = recording.normalized_score
     score_text = f"{score:.1f} · {constants.reference}" if score is not None and constants else "n/a"
     ending = "terminated" if recording.terminated else "time limit" if recording.timed_out else "step limit"
-    timing = "cached" if cached else f"play {recording.rollout_s:.1f} s, video {recording.video_s:.1f} s"
+    cut = " (cut at the time limit)" if recording.video_cut else ""
+    timing = "cached" if cached else f"play {recording.rollout_s:.1f} s, video {recording.video_s:.1f} s{cut}"
     return (
         f"**Return** {recording.total_return:.1f} · **normalised score** {score_text} · "
         f"{recording.length} steps ({ending}) · {recording.mode} mode, seed {recording.seed} · {timing}"
@@ -303,7 +351,7 @@ def suggest_target(env_id: str, current: float) -> float:
 INTRO = """# Decision Mamba playground
 Pick a checkpoint (a Hub id or a local folder such as the output of `dmamba quickstart`), an environment, an
 episode seed and the return to condition on; the policy plays one episode. Episodes are capped at
-{steps} steps and {seconds:g} s of play, run one at a time, and are cached per (model, environment, seed,
+{steps} steps and {seconds:g} s of play and video, run one at a time, and are cached per (model, environment, seed,
 target, mode, step limit)."""
 
 
@@ -314,11 +362,10 @@ def build_demo() -> gr.Blocks:
         with gr.Row():
             with gr.Column(scale=2):
                 model = gr.Textbox(default_model(), label="Model (Hub id or local folder)")
-                env_id = gr.Dropdown(
-                    ENV_CHOICES, value=ENV_CHOICES[0], label="Environment", allow_custom_value=True
-                )
+                choices = env_choices(default_model())
+                env_id = gr.Dropdown(choices, value=choices[0], label="Environment", allow_custom_value=True)
                 seed = gr.Number(0, label=f"Episode seed (0 to {MAX_SEED})", precision=0)
-                target = gr.Number(DEFAULT_TARGETS[ENV_CHOICES[0]], label="Target return")
+                target = gr.Number(suggest_target(choices[0], 0.0), label="Target return")
                 mode = gr.Radio(list(POLICY_MODES), value=POLICY_MODES[0], label="Inference mode")
                 max_steps = gr.Slider(
                     1, MAX_EPISODE_STEPS, MAX_EPISODE_STEPS, step=1, label="Episode step limit"
@@ -337,6 +384,9 @@ def build_demo() -> gr.Blocks:
         outputs = [video, total, score, details, returns_plot, attention_plot]
         button.click(clear_results, None, outputs, queue=False, api_visibility="private").then(
             play, inputs, outputs, api_name="play"
+        )
+        model.change(
+            update_env_choices, [model, env_id], env_id, api_visibility="private", concurrency_limit=None
         )
         env_id.change(
             suggest_target, [env_id, target], target, api_name="suggest_target", concurrency_limit=None

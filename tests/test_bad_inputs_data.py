@@ -179,7 +179,9 @@ TRANSFORMERS_FIELDS = {
 # -- training -----------------------------------------------------------------------------------------------------
 
 
-def train(tmp: Path, data: Path, capsys: pytest.CaptureFixture, max_steps: int = 1) -> tuple[int, str]:
+def train(
+    tmp: Path, data: Path, capsys: pytest.CaptureFixture, max_steps: int = 1, *extra: str
+) -> tuple[int, str]:
     """`dmamba train` in-process on `data` (tiny model, a checkpoint every step): (exit status, its messages)."""
     capsys.readouterr()
     tiny = TINY_TRAIN_ARGS[2:]  # without --max_episodes 6
@@ -199,6 +201,7 @@ def train(tmp: Path, data: Path, capsys: pytest.CaptureFixture, max_steps: int =
             str(max_steps),
             "--save_steps",
             "1",
+            *extra,
         ]  # fmt: skip
     )
     err = capsys.readouterr().err
@@ -454,18 +457,22 @@ def test_dmamba_train_on_an_empty_file_names_it(tmp_path, capsys):
     no_training_step(tmp_path / "run")
 
 
-def test_a_resume_on_data_that_went_bad_hits_the_same_check(tmp_path, capsys):
+def test_data_that_went_bad_under_a_run_stops_before_training(tmp_path, capsys):
     data = write_rows(tmp_path / "episodes.parquet", rows())
     status, _ = train(tmp_path, data, capsys)
     assert status == 0
     checkpoint = Path(last_complete_checkpoint(tmp_path / "run"))
     state = (checkpoint / "trainer_state.json").read_bytes()
     write_rows(data, with_value("observations", 0, 3, 1e300, strings=False))
-    status, err = train(tmp_path, data, capsys, max_steps=2)  # resumes from checkpoint-1
+    status, err = train(tmp_path, data, capsys, 2)  # would resume from checkpoint-1: the run record refuses
+    assert status == 2 and "holds a run trained with data.sha256=" in err and "--overwrite_output_dir" in err
+    assert (checkpoint / "trainer_state.json").read_bytes() == state
+    status, err = train(
+        tmp_path, data, capsys, 2, "--overwrite_output_dir", "true"
+    )  # a clean run: the value check
     assert status == 2
     assert err == (
         "dmamba train: error: episode 0: 'observations' contains NaN or inf at step 3; expected finite values "
         "within float32's range (|x| <= 3.4e+38), got 1e+300, which overflows float32."
     )
-    assert Path(last_complete_checkpoint(tmp_path / "run")) == checkpoint
-    assert (checkpoint / "trainer_state.json").read_bytes() == state
+    assert not (tmp_path / "run" / "model.safetensors").exists()

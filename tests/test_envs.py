@@ -42,7 +42,7 @@ def test_env_family_and_rom():
     assert atari_rom("ALE/MsPacman-v5") == "ms_pacman"
 
 
-@pytest.mark.parametrize("bad", ["CartPole-v1", "", "hopperr"])
+@pytest.mark.parametrize("bad", ["NoSuchEnv-v0", "", "hopperr"])
 def test_unknown_env_id_is_a_value_error_naming_it(bad):
     with pytest.raises(ValueError, match="env_id="):
         resolve_env_id(bad)

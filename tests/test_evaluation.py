@@ -300,7 +300,7 @@ def test_model_env_id_default_policy_api_and_training_mode_restored():
         ({"target_return": "high"}, "target_return"),
         ({"target_return": []}, "target_return"),
         ({"repeat_action_probability": 0.25}, "repeat_action_probability"),
-        ({"env_id": "CartPole-v1"}, "env_id"),
+        ({"env_id": "NoSuchEnv-v0"}, "env_id"),
     ],
 )
 def test_bad_evaluate_inputs_are_value_errors_naming_the_field(kwargs, field):

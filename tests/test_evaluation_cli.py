@@ -43,8 +43,8 @@ def test_no_video_and_bad_inputs(checkpoint, tmp_path, capsys):
     assert not (tmp_path / "replay.mp4").exists()
     assert main([*argv, "--repeat_action_probability", "0.5"]) == 2
     assert "repeat_action_probability=0.5" in capsys.readouterr().err
-    assert main([*argv, "--env_id", "CartPole-v1"]) == 2
-    assert "env_id='CartPole-v1'" in capsys.readouterr().err
+    assert main([*argv, "--env_id", "NoSuchEnv-v0"]) == 2
+    assert "env_id='NoSuchEnv-v0'" in capsys.readouterr().err
 
 
 def test_evaluates_a_transformers_decision_transformer(tmp_path):

@@ -131,7 +131,7 @@ def test_gradio_client_plays_an_episode(server, checkpoint):
         ),
         (("{ckpt}", "Hopper-v5", 0, 1e9, "window", STEPS), "target return for Hopper-v5 must be a number"),
         (("{ckpt}", "Hopper-v5", -1, 3600, "window", STEPS), "seed must be a whole number from 0"),
-        (("{ckpt}", "CartPole-v1", 0, 3600, "window", STEPS), "Unknown environment 'CartPole-v1'"),
+        (("{ckpt}", "NoSuchEnv-v0", 0, 3600, "window", STEPS), "Unknown environment 'NoSuchEnv-v0'"),
     ],
 )
 def test_bad_inputs_give_readable_messages(server, checkpoint, inputs, message):

@@ -146,6 +146,13 @@ class DecisionMambaConfig(PreTrainedConfig):
         rtg_scale: Returns-to-go are divided by this (1000 for MuJoCo, 1 for Atari).
         target_return: Default return to condition on when acting (in environment units).
         env_id: Gymnasium / ALE id of the environment the policy acts in.
+        env_kwargs: `gym.make` keyword arguments of that environment (e.g. a maze's `maze_map`, or
+            `max_episode_steps`), as Minari's `eval_env_spec` records them.
+        observation_layout: How Dict/Tuple/image observations are flattened into `state_dim` entries: a list of
+            `[path, shape]` (Dict keys sorted, recursively); `None` for flat vector observations.
+        action_low, action_high: Bounds of continuous actions (the environment clips to them).
+        ref_min_score, ref_max_score: Returns mapped to normalised scores 0 and 100 (Minari's references);
+            `None` where the dataset has none.
         scan_backend: `"auto"`, `"cuda"` (mamba-ssm kernels), `"fused_cpu"` or `"torch"`.
         preset: Name of the preset this config was built from, if any.
     """
@@ -191,6 +198,12 @@ class DecisionMambaConfig(PreTrainedConfig):
         rtg_scale: float = 1000.0,
         target_return: float | None = None,
         env_id: str | None = None,
+        env_kwargs: dict | None = None,
+        observation_layout: list | None = None,
+        action_low: list[float] | None = None,
+        action_high: list[float] | None = None,
+        ref_min_score: float | None = None,
+        ref_max_score: float | None = None,
         scan_backend: str = "auto",
         preset: str | None = None,
         **kwargs,
@@ -234,6 +247,12 @@ class DecisionMambaConfig(PreTrainedConfig):
         self.rtg_scale = rtg_scale
         self.target_return = target_return
         self.env_id = env_id
+        self.env_kwargs = env_kwargs
+        self.observation_layout = observation_layout
+        self.action_low = action_low
+        self.action_high = action_high
+        self.ref_min_score = ref_min_score
+        self.ref_max_score = ref_max_score
         self.scan_backend = scan_backend
         self.preset = preset
         self._warn_unknown(kwargs)
@@ -320,6 +339,12 @@ class DecisionMambaConfig(PreTrainedConfig):
                 raise ValueError(
                     f"DecisionMambaConfig.{field}[{bad}]={value[bad]!r}: expected a finite number within float32's "
                     f"range (|x| <= {FLOAT32_MAX:.3g})."
+                )
+        for field in ("action_low", "action_high"):
+            value = getattr(self, field)
+            if value is not None and not self.is_discrete and len(value) != self.act_dim:
+                raise ValueError(
+                    f"DecisionMambaConfig.{field} has {len(value)} entries: expected act_dim={self.act_dim}."
                 )
         if self.state_std is not None and min(self.state_std) <= 0:
             raise ValueError(

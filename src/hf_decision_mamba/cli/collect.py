@@ -1,8 +1,11 @@
 """`dmamba collect`: roll out a behaviour policy and write (and optionally push) a canonical dataset.
 
-Example (how the embedded Hopper dataset was made):
+Any registered Gymnasium id works (Dict/Tuple observations flattened as `envs.spaces` documents). Examples (the
+first is how the embedded Hopper dataset was made):
     dmamba collect --env Hopper-v5 --behaviour scripted --noise 0.1 0.3 0.5 0.8 --random-prob 0 0.1 0.3 \
         --episodes 120 --seed 0 --output hopper-data
+    dmamba collect --env CartPole-v1 --episodes 100 --output cartpole-random --minari-id local/cartpole/random-v0
+    dmamba collect --env InvertedPendulum-v5 --policy outputs/run --action-noise 0.2 --episodes 50 --output ip
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from ..data.collection import (
     push_dataset_folder,
     rollout,
     summarise,
+    write_minari_dataset,
     write_parquet_dataset,
 )
 from .options import accept_both_spellings
@@ -48,6 +52,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--random-prob", type=float, nargs="+", default=[0.0], help="scripted: epsilon-random probs"
     )
     parser.add_argument("--model", help="model: path or Hub id of a saved model")
+    parser.add_argument(
+        "--policy",
+        metavar="CHECKPOINT",
+        help="act with this trained checkpoint (same as --behaviour model --model)",
+    )
+    parser.add_argument(
+        "--action-noise", type=float, default=0.0, help="--policy: Gaussian noise std on continuous actions"
+    )
+    parser.add_argument(
+        "--minari-id",
+        help="also write a Minari dataset with this id (e.g. local/cartpole/random-v0) into MINARI_DATASETS_PATH",
+    )
     parser.add_argument("--max-episode-steps", type=int, help="override the env's time limit")
     atari = parser.add_argument_group("Atari protocol (ALE games only)")
     atari.add_argument(
@@ -78,8 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("repeat_action_probability", "full_action_space")
         if getattr(args, name) is not None
     }
+    if args.policy:
+        args.behaviour, args.model = "model", args.policy
     try:
-        env = make_env(args.env, args.max_episode_steps, **protocol)
+        env = make_env(args.env, args.max_episode_steps, minari=bool(args.minari_id), **protocol)
     except ValueError as error:
         raise SystemExit(f"dmamba collect: {error}") from None
     policy = make_policy(
@@ -90,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         random_prob=args.random_prob,
         model=args.model,
         seed=args.seed,
+        action_noise=args.action_noise,
     )
     episodes = rollout(
         env, policy, steps=args.steps, episodes=args.episodes, seed=args.seed, progress=not args.no_progress
@@ -104,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         stats=stats,
     )
     (Path(args.output) / "README.md").write_text(card)
+    if args.minari_id:
+        stats["minari_dataset"] = write_minari_dataset(
+            env, args.minari_id, f"{args.behaviour}: {policy.description}"
+        )
     if args.push_to_hub:
         stats["url"] = push_dataset_folder(args.output, args.push_to_hub, private=args.private)
     print(json.dumps(stats, indent=2))

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import sys
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ..evaluation.results import EVAL_RESULTS_NAME as RESULTS_NAME
 from ..evaluation.results import REPLAY_NAME as VIDEO_NAME
+from .errors import run_reporting_input_errors
 from .options import accept_both_spellings
 
 
@@ -44,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch intra-op threads while playing (default: 1 for recurrent Atari acting, else torch's)",
     )
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--trust_remote_code",
+        action="store_true",
+        help="let the checkpoint run its own code (config.json auto_map); only for sources you trust",
+    )
     atari = parser.add_argument_group("Atari protocol")
     atari.add_argument("--repeat_action_probability", type=float, help="sticky actions (default 0.25; DT: 0)")
     atari.add_argument("--noop_max", type=int, help="up to this many no-ops at reset (default 30)")
@@ -51,17 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     return accept_both_spellings(parser)
 
 
-def load_model(name_or_path: str, device: str | None = None) -> Any:
-    """`AutoModel.from_pretrained` with this package's classes registered; remote code as a fallback."""
+def load_model(name_or_path: str, device: str | None = None, trust_remote_code: bool = False) -> Any:
+    """The checkpoint on `device`, in eval mode; its own code runs only with `trust_remote_code`."""
     import torch
-    from transformers import AutoModel
 
-    import hf_decision_mamba  # noqa: F401  (registers DecisionMamba with the Auto classes)
+    from ..loading import load_pretrained
 
-    try:
-        model = AutoModel.from_pretrained(name_or_path)
-    except ValueError:  # an architecture the installed packages do not know: use the checkpoint's own code
-        model = AutoModel.from_pretrained(name_or_path, trust_remote_code=True)
+    model = load_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     return model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
 
 
@@ -73,12 +77,36 @@ def _env_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Load, evaluate, print the table and write the results (and video) to the output folder."""
-    from ..evaluation import evaluate_policy, format_report
+    from ..evaluation import format_report
 
     output_dir = Path(args.output_dir or Path("eval_results") / Path(args.model.rstrip("/")).name)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    model = load_model(args.model, args.device)
-    report = evaluate_policy(
+    model = load_model(args.model, args.device, args.trust_remote_code)
+    with output_folder(output_dir):
+        report = {"model": args.model, **_evaluate(model, args, output_dir)}
+        (output_dir / RESULTS_NAME).write_text(json.dumps(report, indent=2))
+    print(format_report(report))
+    print(f"Wrote {output_dir / RESULTS_NAME}" + (f" and {report['video']}" if report["video"] else ""))
+    return report
+
+
+@contextlib.contextmanager
+def output_folder(path: Path) -> Iterator[None]:
+    """Create `path` for the block; if the block fails and `path` was new, remove it (no empty folder left)."""
+    created = not path.exists()
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        if created:
+            shutil.rmtree(path, ignore_errors=True)
+        raise
+
+
+def _evaluate(model: Any, args: argparse.Namespace, output_dir: Path) -> dict[str, Any]:
+    """`evaluate_policy` with the command line's settings (the replay goes to `output_dir`)."""
+    from ..evaluation import evaluate_policy
+
+    return evaluate_policy(
         model,
         env_id=args.env_id,
         num_episodes=args.num_episodes,
@@ -93,22 +121,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         torch_threads=args.torch_threads or "auto",
         **_env_kwargs(args),
     )
-    report = {"model": args.model, **report}
-    (output_dir / RESULTS_NAME).write_text(json.dumps(report, indent=2))
-    print(format_report(report))
-    print(f"Wrote {output_dir / RESULTS_NAME}" + (f" and {report['video']}" if report["video"] else ""))
-    return report
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `dmamba evaluate`; returns the exit status (2 for invalid inputs)."""
     args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except ValueError as error:
-        print(f"dmamba evaluate: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return run_reporting_input_errors("dmamba evaluate", lambda: run(args) and 0)
 
 
 if __name__ == "__main__":

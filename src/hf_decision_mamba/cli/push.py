@@ -8,11 +8,12 @@ locally and lists it without any network access.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
 from ..hub import build_upload_folder, publish
+from ..network import UPLOAD_ADVICE, HubUnreachableError, is_network_error, unreachable_message
+from .errors import run_reporting_input_errors
 from .options import accept_both_spellings
 
 
@@ -59,16 +60,22 @@ def dry_run(args: argparse.Namespace) -> Path:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `dmamba push`; returns the exit status (2 for invalid inputs)."""
     args = build_parser().parse_args(argv)
+    return run_reporting_input_errors("dmamba push", lambda: _push(args))
+
+
+def _push(args: argparse.Namespace) -> int:
+    if args.dry_run:
+        dry_run(args)
+        return 0
     try:
-        if args.dry_run:
-            dry_run(args)
-            return 0
         commit = publish(args.folder, args.repo_id, eval_dir=args.eval_dir, token=args.token, private=args.private,
                          revision=args.revision, commit_message=args.commit_message,
                          install_command=args.install_command)  # fmt: skip
-    except ValueError as error:
-        print(f"dmamba push: error: {error}", file=sys.stderr)
-        return 2
+    except Exception as error:
+        if not is_network_error(error):
+            raise
+        message = unreachable_message(f"push to {args.repo_id!r}", error, advice=UPLOAD_ADVICE)
+        raise HubUnreachableError(message) from None
     print(f"Pushed {args.folder} to {getattr(commit, 'commit_url', None) or args.repo_id}")
     return 0
 

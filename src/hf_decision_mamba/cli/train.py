@@ -10,10 +10,11 @@ Arguments are the fields of `ModelArguments`, `DataArguments`, `EnvEvaluationArg
 
 from __future__ import annotations
 
-import sys
-
 from ..evaluation import format_report, format_table
+from ..network import require_hub
 from ..training import SIGTERM_EXIT_CODE, TrainingResult, parse_train_args, run_training
+from ..training.data import is_hub_source
+from .errors import run_reporting_input_errors
 
 
 def final_table(result: TrainingResult) -> str:
@@ -54,11 +55,14 @@ def report_result(result: TrainingResult) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `dmamba train`; returns the exit status (2 for invalid arguments, 143 after SIGTERM)."""
-    try:
-        result = run_training(parse_train_args(argv))
-    except ValueError as error:
-        print(f"dmamba train: error: {error}", file=sys.stderr)
-        return 2
+    return run_reporting_input_errors("dmamba train", lambda: _train(argv))
+
+
+def _train(argv: list[str] | None) -> int:
+    args = parse_train_args(argv)
+    if is_hub_source(args.data.dataset):  # without network: one line now, not `datasets`' 30 s of retries
+        require_hub(f"load dataset {args.data.dataset!r}")
+    result = run_training(args)
     report_result(result)
     return SIGTERM_EXIT_CODE if result.interrupted else 0
 

@@ -18,7 +18,7 @@ from .schema import (
     iter_episodes,
     to_training_dtype,
 )
-from .sources import embedded_datasets, load_trajectories
+from .sources import dataset_environment, dataset_space_fields, embedded_datasets, load_trajectories
 from .windows import TrajectoryWindowDataset, returns_to_go
 
 __all__ = [
@@ -30,6 +30,8 @@ __all__ = [
     "canonical_features",
     "check_episode",
     "compute_state_stats",
+    "dataset_environment",
+    "dataset_space_fields",
     "default_rtg_scale",
     "detect_format",
     "embedded_datasets",

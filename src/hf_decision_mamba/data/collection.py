@@ -48,14 +48,21 @@ def is_atari(env_id: str) -> bool:
         return False
 
 
-def make_env(env_id: str, max_episode_steps: int | None = None, **atari_protocol: Any) -> Any:
-    """A Gymnasium env; ALE games are built by `hf_decision_mamba.envs.make_env` under the evaluation protocol
-    (frame skip 4, sticky actions 0.25, 84x84 gray, zero-padded 4-frame stacks, up to 30 no-ops), which
-    `atari_protocol` adjusts (e.g. `repeat_action_probability=0.0`, `full_action_space=True`).
+def make_env(
+    env_id: str, max_episode_steps: int | None = None, minari: bool = False, **atari_protocol: Any
+) -> Any:
+    """A Gymnasium env for any registered id, its observations flattened as `envs.spaces` documents (the
+    canonical schema's state vectors); ALE games are built by `hf_decision_mamba.envs.make_env` under the
+    evaluation protocol (frame skip 4, sticky actions 0.25, 84x84 gray, zero-padded 4-frame stacks, up to 30
+    no-ops), which `atari_protocol` adjusts (e.g. `repeat_action_probability=0.0`, `full_action_space=True`).
 
-    `max_episode_steps` counts agent steps (for ALE, after frame skipping).
+    `max_episode_steps` counts agent steps (for ALE, after frame skipping). `minari=True` records the raw
+    (unflattened) env with `minari.DataCollector`, reachable as `env.collector` for `write_minari_dataset`.
     """
     import gymnasium as gym
+
+    from ..envs import resolve_env_id
+    from ..envs.spaces import FlattenObservations, is_flat, observation_layout
 
     if not is_atari(env_id):
         if atari_protocol:
@@ -63,13 +70,42 @@ def make_env(env_id: str, max_episode_steps: int | None = None, **atari_protocol
                 f"{sorted(atari_protocol)[0]} is an Atari protocol option but env={env_id!r} is not an ALE game; "
                 "expected an id such as ALE/Breakout-v5."
             )
-        return gym.make(env_id, max_episode_steps=max_episode_steps)
+        env = gym.make(resolve_env_id(env_id), max_episode_steps=max_episode_steps)
+        collector = _minari_collector(env) if minari else None
+        env = collector or env
+        if not is_flat(observation_layout(env.observation_space)):
+            env = FlattenObservations(env)
+        env.collector = collector
+        return env
+    if minari:
+        raise ValueError(
+            f"--minari-id: Atari games are written in the canonical schema only; env={env_id!r}."
+        )
     from gymnasium.wrappers import TimeLimit
 
     from ..envs import make_env as make_protocol_env
 
     env = make_protocol_env(env_id, **atari_protocol)
     return TimeLimit(env, max_episode_steps) if max_episode_steps else env
+
+
+def _minari_collector(env: Any) -> Any:
+    try:
+        from minari import DataCollector
+    except ImportError as error:
+        raise ImportError(
+            f"--minari-id needs minari's DataCollector: `pip install 'minari[create]'` ({error})"
+        ) from None
+    return DataCollector(env)
+
+
+def write_minari_dataset(env: Any, dataset_id: str, algorithm_name: str, eval_env: str | None = None) -> str:
+    """Write what `env` (from `make_env(..., minari=True)`) recorded as Minari dataset `dataset_id` (in
+    `MINARI_DATASETS_PATH`) through `minari`'s own writer; returns its folder."""
+    dataset = env.collector.create_dataset(
+        dataset_id=dataset_id, algorithm_name=algorithm_name, eval_env=eval_env
+    )
+    return str(Path(dataset.storage.data_path).parent)
 
 
 class RandomPolicy:
@@ -124,24 +160,42 @@ class ScriptedPolicy:
 
 
 class ModelPolicy:
-    """A saved model's policy (`AutoModel.from_pretrained(path).policy(mode="window")`) acting in one env."""
+    """A saved model's policy (`AutoModel.from_pretrained(path).policy(mode="window")`) acting in one env, with
+    optional Gaussian `noise` on continuous actions (clipped to the bounds) or epsilon-random actions."""
 
-    def __init__(self, path: str):
+    def __init__(
+        self, path: str, action_space: Any = None, noise: float = 0.0, random_prob: float = 0.0, seed: int = 0
+    ):
         from transformers import AutoModel
 
         import hf_decision_mamba  # noqa: F401  (registers the model with AutoModel)
 
         self.policy = AutoModel.from_pretrained(path).policy(mode="window")
-        self.description = f"policy of the model at {path}"
+        self.action_space, self.noise, self.random_prob = action_space, noise, random_prob
+        self.rng = np.random.default_rng(seed)
+        if action_space is not None:
+            action_space.seed(seed)
+        extras = f", action noise std {noise}" if noise else ""
+        extras += f", epsilon-random probability {random_prob}" if random_prob else ""
+        self.description = f"policy of the model at {path}{extras}"
 
     def reset(self, episode: int) -> None:
         """Start a new episode in the policy's context."""
         self.policy.reset(1)
 
     def act(self, observation: np.ndarray, reward: float | None) -> Any:
-        """The policy's action for one env, given the reward that followed its previous action."""
+        """The policy's action for one env, given the reward that followed its previous action (plus noise)."""
         rewards = None if reward is None else np.asarray([reward], dtype=np.float32)
-        return self.policy.act(np.asarray(observation)[None], rewards)[0]
+        action = self.policy.act(np.asarray(observation)[None], rewards)[0]
+        space = self.action_space
+        if space is None:
+            return action
+        if self.random_prob and self.rng.random() < self.random_prob:
+            return space.sample()
+        if hasattr(space, "n"):
+            return np.int64(action)
+        noisy = np.asarray(action, dtype=np.float64) + self.rng.normal(0.0, self.noise, np.shape(action))
+        return np.clip(noisy, space.low, space.high).astype(np.float32)
 
 
 def make_policy(
@@ -153,8 +207,9 @@ def make_policy(
     random_prob: Sequence[float] = (0.0,),
     model: str | None = None,
     seed: int = 0,
+    action_noise: float = 0.0,
 ) -> RandomPolicy | ScriptedPolicy | AtariScriptedPolicy | ModelPolicy:
-    """Build the named behaviour policy."""
+    """Build the named behaviour policy (`action_noise`: Gaussian noise std on a model's continuous actions)."""
     if behaviour == "random":
         return RandomPolicy(env.action_space, seed)
     if behaviour == "scripted" and is_atari(env_id):
@@ -169,8 +224,10 @@ def make_policy(
         return ScriptedPolicy(env_id, env.action_space, noise, random_prob, seed)
     if behaviour == "model":
         if model is None:
-            raise ValueError("behaviour 'model' needs a model path; expected --model PATH.")
-        return ModelPolicy(model)
+            raise ValueError(
+                "behaviour 'model' needs a model path; expected --policy PATH (or --model PATH)."
+            )
+        return ModelPolicy(model, env.action_space, action_noise, random_prob[0], seed)
     raise ValueError(f"behaviour {behaviour!r}; expected one of {list(BEHAVIOURS)}.")
 
 
@@ -299,7 +356,8 @@ def summarise(summaries: Sequence[Mapping[str, float]]) -> dict[str, float]:
 def dataset_card(
     *, title: str, env_id: str, behaviour: str, command: str, stats: Mapping[str, float], notes: str = ""
 ) -> str:
-    """A Hub dataset card (YAML header + description) for a dataset in the canonical schema."""
+    """A Hub dataset card (YAML header + description) for a dataset in the canonical schema; its `env_id`
+    field names the environment, for `dmamba train` to evaluate in (see `card_environment`)."""
     frames = (
         " Each 84x84 frame is stored once: `observations[t]` is the newest frame of the 4-frame stack of step t and "
         "`initial_frames` holds the 3 frames before the first step."
@@ -308,6 +366,7 @@ def dataset_card(
     )
     return f"""---
 license: apache-2.0
+env_id: {env_id}
 task_categories:
 - reinforcement-learning
 tags:
@@ -338,6 +397,25 @@ with `observations`, `actions`, `rewards`, `terminations` and `truncations`, one
 
 Load it with `hf_decision_mamba.data.load_trajectories("<this folder or repo id>")`.
 """
+
+
+def card_environment(folder: str | Path) -> str | None:
+    """The `env_id` a local dataset folder's `README.md` card names in its YAML header (as `dataset_card`
+    writes it), else None."""
+    import yaml
+
+    card = Path(folder) / "README.md"
+    if not card.is_file():
+        return None
+    text = card.read_text()
+    if not text.startswith("---"):
+        return None
+    try:
+        header = yaml.safe_load(text.split("---", 2)[1])
+    except (yaml.YAMLError, IndexError):
+        return None
+    env_id = header.get("env_id") if isinstance(header, dict) else None
+    return env_id if isinstance(env_id, str) else None
 
 
 def push_dataset_folder(

@@ -13,7 +13,15 @@ from datasets import Dataset, DatasetDict, IterableDataset, concatenate_datasets
 from datasets.data_files import DataFilesDict, EmptyDatasetError, get_data_patterns
 
 from .formats import to_canonical
-from .minari import MINARI_HUB_ORGANISATION, download_minari, find_minari_data, load_minari
+from .minari import (
+    MINARI_HUB_ORGANISATION,
+    download_minari,
+    find_minari_data,
+    load_minari,
+    minari_environment,
+    minari_fields,
+    minari_local_path,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -197,6 +205,58 @@ def _first(dataset: AnyDataset, count: int | None) -> AnyDataset:
     )
 
 
+def _local_path(source: str) -> Path | None:
+    """`source` as a local file or folder, or as the id of a Minari dataset in `MINARI_DATASETS_PATH`."""
+    path = Path(source).expanduser()
+    if path.exists():
+        return path
+    if ":" not in source and find_minari_data(minari_local_path(source)) is not None:
+        return minari_local_path(source)
+    return None
+
+
+def _minari_data(source: str, config: str | None) -> Path | None:
+    """The Minari `data/` folder behind `source` (local, a Minari id, or a Hub Minari dataset), else None."""
+    path = _local_path(str(source))
+    if path is not None:
+        return find_minari_data(path / config if config and (path / config).is_dir() else path)
+    repo, config = _resolve(str(source), config)
+    if repo.startswith(f"{MINARI_HUB_ORGANISATION}/") and config:
+        return find_minari_data(download_minari(f"{repo.split('/', 1)[1]}/{config}"))
+    return None
+
+
+def dataset_environment(source: str | os.PathLike, config: str | None = None) -> tuple[str, dict] | None:
+    """The environment a dataset was recorded in: (env id, `gym.make` kwargs with `max_episode_steps`).
+
+    From a Minari dataset's metadata (`eval_env_spec`, then `env_spec`), the `env_id` of a local folder's dataset
+    card (as `dmamba collect` writes it), else from the names of the source (`d4rl:hopper-medium-v2`,
+    `embedded:hopper` -> `Hopper-v5`); None when none names one.
+    """
+    from ..envs import resolve_env_id
+    from .collection import card_environment
+
+    data = _minari_data(str(source), config)
+    if data is not None:
+        return minari_environment(data)
+    path = _local_path(str(source))
+    name = str(source).split(":", 1)[-1]
+    card = card_environment(path) if path is not None and path.is_dir() else None
+    for candidate in filter(None, (card, config, name, Path(name).name)):
+        try:
+            return resolve_env_id(candidate), {}
+        except ValueError:
+            continue
+    return None
+
+
+def dataset_space_fields(source: str | os.PathLike, config: str | None = None) -> dict | None:
+    """Sizes, observation layout, action space and reference scores a Minari dataset's metadata records
+    (see `minari_fields`); None for other sources, whose sizes come from their episodes."""
+    data = _minari_data(str(source), config)
+    return None if data is None else minari_fields(data)
+
+
 def load_trajectories(
     source: str | os.PathLike,
     config: str | None = None,
@@ -218,8 +278,8 @@ def load_trajectories(
     if source.startswith("embedded:"):
         dataset = _load_file(_embedded_path(source.partition(":")[2]), bool(streaming))
         return to_canonical(_first(dataset, max_episodes), where=source)
-    path = Path(source).expanduser()
-    if path.exists():
+    path = _local_path(source)
+    if path is not None:
         dataset = _load_local(path, config, split, bool(streaming))
     else:
         repo, config = _resolve(source, config)

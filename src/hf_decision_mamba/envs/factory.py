@@ -18,9 +18,9 @@ def make_env(env_id: str, render_mode: str | None = None, **protocol: Any) -> gy
         from .atari import make_atari_env
 
         return make_atari_env(resolved, settings, render_mode)
-    from .mujoco import make_mujoco_env
+    from .gym_envs import make_gymnasium_env
 
-    return make_mujoco_env(resolved, settings, render_mode)
+    return make_gymnasium_env(resolved, settings, render_mode)
 
 
 def make_vector_env(
@@ -50,9 +50,9 @@ def build_vector_env(
         from .atari import make_atari_vector_env
 
         return make_atari_vector_env(env_id, num_envs, protocol, render_mode)
-    from .mujoco import make_mujoco_vector_env
+    from .gym_envs import make_gymnasium_vector_env
 
-    return make_mujoco_vector_env(env_id, num_envs, protocol, render_mode)
+    return make_gymnasium_vector_env(env_id, num_envs, protocol, render_mode)
 
 
 def env_is_native_atari(env: gym.vector.VectorEnv) -> bool:

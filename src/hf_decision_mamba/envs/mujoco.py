@@ -1,4 +1,4 @@
-"""Gymnasium MuJoCo v5 environments (Hopper, HalfCheetah, Walker2d) and headless rendering."""
+"""Headless rendering of Gymnasium's MuJoCo tasks: the OpenGL backend, the following camera, render effects."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 import gymnasium as gym
 import mujoco
 
-from .protocols import MujocoProtocol
+from .gym_envs import make_gymnasium_env, make_gymnasium_vector_env
 
 FOLLOW_CAMERA = "track"
 """The camera of the Gymnasium locomotion models that follows the agent's centre of mass (`mode="trackcom"`)."""
@@ -22,8 +22,9 @@ def configure_headless_rendering() -> str | None:
     Without a display MuJoCo's default GLFW backend cannot create a context; EGL works headless (with Mesa's
     software renderer on machines without a GPU). An explicit `MUJOCO_GL` is always respected.
     """
-    if "MUJOCO_GL" not in os.environ and sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
-        os.environ["MUJOCO_GL"] = "egl"
+    if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
+        os.environ.setdefault("MUJOCO_GL", "egl")
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame (classic control) renders off-screen
     return os.environ.get("MUJOCO_GL")
 
 
@@ -38,28 +39,10 @@ def render_camera(env_id: str) -> dict[str, str]:
     return {"camera_name": FOLLOW_CAMERA} if task in LOCOMOTION_TASKS else {}
 
 
-def make_mujoco_env(env_id: str, protocol: MujocoProtocol, render_mode: str | None = None) -> gym.Env:
-    """One MuJoCo env; `render_mode="rgb_array"` renders `render_width` x `render_height` frames that follow
-    the agent on locomotion tasks (`render_camera`)."""
-    kwargs: dict = {"max_episode_steps": protocol.max_episode_steps}
-    if render_mode is not None:
-        configure_headless_rendering()
-        kwargs.update(render_mode=render_mode, width=protocol.render_width, height=protocol.render_height)
-        kwargs.update(render_camera(env_id))
-    return gym.make(env_id, **kwargs)
-
-
-def make_mujoco_vector_env(
-    env_id: str, num_envs: int, protocol: MujocoProtocol, render_mode: str | None = None
-) -> gym.vector.VectorEnv:
-    """`num_envs` MuJoCo envs stepped in this process.
-
-    `SyncVectorEnv` beats `AsyncVectorEnv` here: one Hopper step costs ~80 us, less than the inter-process
-    round trip (10 envs x 1000 steps on 2 cores: 0.85 s sync vs 1.35 s async).
-    """
-    return gym.vector.SyncVectorEnv(
-        [lambda: make_mujoco_env(env_id, protocol, render_mode) for _ in range(num_envs)]
-    )
+make_mujoco_env = make_gymnasium_env
+"""The former name of `make_gymnasium_env`."""
+make_mujoco_vector_env = make_gymnasium_vector_env
+"""The former name of `make_gymnasium_vector_env`."""
 
 
 def set_render_effects(env: gym.Env, enabled: bool) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .registry import env_family, resolve_env_id
@@ -72,31 +72,53 @@ class AtariProtocol:
 
 
 @dataclass(frozen=True)
-class MujocoProtocol:
-    """Gymnasium MuJoCo v5 settings; `max_episode_steps` overrides the env's 1000-step TimeLimit.
+class GymnasiumProtocol:
+    """Settings of any Gymnasium environment (MuJoCo or not): `gym.make(env_id, **env_kwargs)` under a
+    `max_episode_steps` TimeLimit (default: `env_kwargs`' own, else the env spec's, else 1000).
 
-    `render_effects=False` renders replays without shadows and floor reflections: 4x faster with software
-    OpenGL (Mesa's llvmpipe, 105 -> 25 ms per 320x320 frame on a loaded 2-core machine), for the Space.
+    `render_*` apply to MuJoCo tasks: `render_effects=False` renders replays without shadows and floor
+    reflections, 4x faster with software OpenGL (Mesa's llvmpipe, 105 -> 25 ms per 320x320 frame on a loaded
+    2-core machine), for the Space. `env_kwargs` (e.g. a maze's `maze_map`, from Minari's `eval_env_spec`)
+    take part in equality but not in the hash (they may hold lists).
     """
 
     max_episode_steps: int = MUJOCO_MAX_EPISODE_STEPS
     render_width: int = 480
     render_height: int = 480
     render_effects: bool = True
+    env_kwargs: dict[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         check_int("max_episode_steps", self.max_episode_steps, 1)
         check_int("render_width", self.render_width, 16)
         check_int("render_height", self.render_height, 16)
         check_bool("render_effects", self.render_effects)
+        if not isinstance(self.env_kwargs, dict) or "max_episode_steps" in self.env_kwargs:
+            raise ValueError(
+                f"env_kwargs={self.env_kwargs!r} is invalid; expected a dict of gym.make keyword arguments "
+                "(max_episode_steps apart)"
+            )
 
 
-Protocol = AtariProtocol | MujocoProtocol
+MujocoProtocol = GymnasiumProtocol
+"""The former name of `GymnasiumProtocol` (the MuJoCo tasks were the only non-Atari ones)."""
+
+Protocol = AtariProtocol | GymnasiumProtocol
+
+
+def default_max_episode_steps(env_id: str) -> int:
+    """The TimeLimit of `env_id`'s Gymnasium spec, else `MUJOCO_MAX_EPISODE_STEPS`."""
+    import gymnasium as gym
+
+    return gym.spec(resolve_env_id(env_id)).max_episode_steps or MUJOCO_MAX_EPISODE_STEPS
 
 
 def make_protocol(env_id: str, **options: Any) -> Protocol:
-    """Validate `options` for `env_id`'s family and return its protocol; `None` values mean the default."""
-    protocol_cls = AtariProtocol if env_family(env_id) == "atari" else MujocoProtocol
+    """Validate `options` for `env_id`'s family and return its protocol; `None` values mean the default.
+
+    For Gymnasium envs a `max_episode_steps` inside `env_kwargs` (as Minari records it) is the default cap."""
+    atari = env_family(env_id) == "atari"
+    protocol_cls = AtariProtocol if atari else GymnasiumProtocol
     fields = [f.name for f in dataclasses.fields(protocol_cls)]
     unknown = sorted(set(options) - set(fields))
     if unknown:
@@ -104,4 +126,9 @@ def make_protocol(env_id: str, **options: Any) -> Protocol:
             f"{unknown[0]}={options[unknown[0]]!r} is not an option of {resolve_env_id(env_id)!r}; "
             f"expected one of {fields}"
         )
-    return protocol_cls(**{name: value for name, value in options.items() if value is not None})
+    options = {name: value for name, value in options.items() if value is not None}
+    if not atari:
+        env_kwargs = dict(options.get("env_kwargs") or {})
+        cap = env_kwargs.pop("max_episode_steps", None) or default_max_episode_steps(env_id)
+        options = {"max_episode_steps": cap, **options, "env_kwargs": env_kwargs}
+    return protocol_cls(**options)

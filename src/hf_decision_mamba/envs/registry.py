@@ -1,4 +1,9 @@
-"""Resolve the names people use for environments (D4RL, Minari, ALE, short names) to the ids we run."""
+"""Resolve the names people use for environments (D4RL, ALE, short names, any Gymnasium id) to the ids we run.
+
+Short and D4RL names (`hopper`, `walker2d-medium-v2`) map to the MuJoCo v5 tasks, Atari names to `ALE/<Game>-v5`
+(evaluated under the ALE protocol), and any other id registered with Gymnasium is itself. Ids of the optional
+`gymnasium-robotics` package (mazes, Adroit, Kitchen) are registered on first need when it is installed.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import functools
 import re
 from typing import Literal
 
-EnvFamily = Literal["mujoco", "atari"]
+EnvFamily = Literal["mujoco", "atari", "gymnasium"]
 
 MUJOCO_ENV_IDS: dict[str, str] = {
     "hopper": "Hopper-v5",
@@ -60,28 +65,65 @@ def _atari_key(env_id: str) -> str:
     return _squash(name)
 
 
+ROBOTICS_HINT = ("Maze", "Adroit", "Kitchen", "Fetch", "Shadow")
+"""Words of `gymnasium-robotics` ids: naming one without the package says how to get it."""
+
+
 def _unknown_env_error(env_id: object) -> ValueError:
+    hint = ""
+    if (
+        isinstance(env_id, str)
+        and any(word in env_id for word in ROBOTICS_HINT)
+        and not _robotics_installed()
+    ):
+        hint = " (mazes, Adroit and Kitchen need `pip install 'hf-decision-mamba[robotics]'`)"
     return ValueError(
-        f"env_id={env_id!r} is not a supported environment; expected a MuJoCo task "
-        f"({', '.join(sorted(set(MUJOCO_ENV_IDS.values())))} or a D4RL name such as 'hopper-medium-v2') "
-        "or an Atari game bundled with ale-py (e.g. 'ALE/Breakout-v5', 'breakout', 'atari-pong')"
+        f"env_id={env_id!r} is not a registered Gymnasium environment{hint}; expected a Gymnasium id "
+        "(e.g. 'CartPole-v1', 'Ant-v5'), a D4RL name such as 'hopper-medium-v2', or an Atari game bundled with "
+        "ale-py (e.g. 'ALE/Breakout-v5', 'breakout', 'atari-pong')"
     )
 
 
+@functools.cache
+def _robotics_installed() -> bool:
+    """Register `gymnasium-robotics`' environments if the package is installed; whether it is."""
+    try:
+        import gymnasium as gym
+        import gymnasium_robotics
+    except ImportError:
+        return False
+    gym.register_envs(gymnasium_robotics)
+    return True
+
+
+def _registered(env_id: str) -> bool:
+    import gymnasium as gym
+
+    return env_id in gym.registry or (_robotics_installed() and env_id in gym.registry)
+
+
 def resolve_env_id(env_id: str) -> str:
-    """Map a user-facing name to the Gymnasium id we evaluate in (`Hopper-v5`, `ALE/Breakout-v5`, ...)."""
+    """Map a user-facing name to the Gymnasium id we evaluate in (`Hopper-v5`, `ALE/Breakout-v5`, `Ant-v5`...)."""
     if not isinstance(env_id, str) or not env_id.strip():
         raise _unknown_env_error(env_id)
     if (key := _mujoco_key(env_id)) in MUJOCO_ENV_IDS:
         return MUJOCO_ENV_IDS[key]
     if (key := _atari_key(env_id)) in atari_games():
         return atari_games()[key][0]
+    if _registered(env_id.strip()):
+        return env_id.strip()
     raise _unknown_env_error(env_id)
 
 
 def env_family(env_id: str) -> EnvFamily:
-    """`"mujoco"` or `"atari"`: which simulator (and evaluation protocol) `env_id` uses."""
-    return "atari" if resolve_env_id(env_id).startswith("ALE/") else "mujoco"
+    """`"atari"` (ALE protocol), `"mujoco"` (Gymnasium's MuJoCo tasks) or `"gymnasium"` (any other id)."""
+    import gymnasium as gym
+
+    resolved = resolve_env_id(env_id)
+    if resolved.startswith("ALE/"):
+        return "atari"
+    entry_point = str(gym.spec(resolved).entry_point)
+    return "mujoco" if entry_point.startswith("gymnasium.envs.mujoco") else "gymnasium"
 
 
 def atari_rom(env_id: str) -> str:

@@ -1,6 +1,7 @@
 """Whether a model can act in the environment it is about to be evaluated in: observations and action set.
 
-A checkpoint trained on one Atari game and evaluated on another (or with the full 18-action set instead of the
+A checkpoint trained on one task and evaluated in another (other state or action sizes, another observation
+layout), or trained on one Atari game and evaluated on another (or with the full 18-action set instead of the
 game's minimal one) would otherwise play silently with the wrong meaning of every action.
 """
 
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..envs.protocols import AtariProtocol, MujocoProtocol, Protocol
+from ..envs.protocols import AtariProtocol, GymnasiumProtocol, Protocol
 from ..envs.registry import env_family, resolve_env_id
 
 
@@ -29,7 +30,7 @@ def check_model_fits_env(model_or_policy: Any, env_id: str, protocol: Protocol) 
     if isinstance(protocol, AtariProtocol):
         _check_atari(config, resolve_env_id(env_id), protocol)
     else:
-        _check_mujoco(config, resolve_env_id(env_id), protocol)
+        _check_gymnasium(config, resolve_env_id(env_id), protocol)
 
 
 def _is_discrete(config: Any) -> bool:
@@ -97,21 +98,47 @@ def _check_atari(config: Any, env_id: str, protocol: AtariProtocol) -> None:
     )
 
 
-def _check_mujoco(config: Any, env_id: str, protocol: MujocoProtocol) -> None:
-    from ..envs.mujoco import make_mujoco_env
+def env_space_fields(env_id: str, protocol: GymnasiumProtocol) -> dict[str, Any]:
+    """`state_dim`, `observation_layout` and action fields of a Gymnasium env under `protocol` (see `spaces`)."""
+    import gymnasium as gym
 
-    if _is_discrete(config) or getattr(config, "state_encoder", "linear") != "linear":
+    from ..envs.spaces import space_fields
+
+    env = gym.make(env_id, **protocol.env_kwargs)
+    try:
+        return space_fields(env.observation_space, env.action_space)
+    finally:
+        env.close()
+
+
+def _check_gymnasium(config: Any, env_id: str, protocol: GymnasiumProtocol) -> None:
+    """The model's state vector, observation layout and action space against the env's, naming both sides."""
+    env = env_space_fields(env_id, protocol)
+    model_kind = "discrete" if _is_discrete(config) else "continuous"
+    if model_kind != env["action_space"]:
         raise ValueError(
-            f"action_space={getattr(config, 'action_space', None)!r}, state_encoder="
-            f"{getattr(config, 'state_encoder', None)!r}: the model is an Atari model but {env_id} has "
-            "continuous actions and state vectors; expected a model trained on a MuJoCo task"
+            f"action_space={model_kind!r}: the model predicts {model_kind} actions but {env_id} takes "
+            f"{env['action_space']} ones; expected a model trained on this task"
         )
-    env = make_mujoco_env(env_id, protocol)
-    expected = {"state_dim": env.observation_space.shape[0], "act_dim": env.action_space.shape[0]}
-    env.close()
+    if getattr(config, "state_encoder", "linear") != "linear":
+        raise ValueError(
+            f"state_encoder={config.state_encoder!r}: the model reads Atari frame stacks but {env_id} has "
+            "state vectors; expected a model with the linear state encoder"
+        )
+    expected = {"state_dim": env["state_dim"]}
+    expected.update(
+        {"n_actions": env["n_actions"]} if model_kind == "discrete" else {"act_dim": env["act_dim"]}
+    )
     for field, size in expected.items():
-        if getattr(config, field, size) != size:
+        value = _n_actions(config) if field == "n_actions" else getattr(config, field, size)
+        if value != size:
             raise ValueError(
-                f"{field}={getattr(config, field)}: the model does not fit {env_id}, whose {field} is {size}; "
+                f"{field}={value}: the model does not fit {env_id}, whose {field} is {size}; "
                 "expected a model trained on this task"
             )
+    layout = getattr(config, "observation_layout", None)
+    if layout is not None and env["observation_layout"] is not None and layout != env["observation_layout"]:
+        raise ValueError(
+            f"observation_layout={layout}: the model reads observations laid out otherwise than {env_id}'s "
+            f"{env['observation_layout']}; expected a model trained on this task"
+        )

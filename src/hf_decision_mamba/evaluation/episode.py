@@ -20,9 +20,17 @@ import torch
 from ..envs.factory import build_vector_env, env_is_native_atari
 from ..envs.protocols import Protocol, check_int, make_protocol
 from ..envs.registry import resolve_env_id
-from .compatibility import check_model_fits_env
-from .rollout import POLICY_MODES, _default_env_id, _default_target, _env_actions, _inference, build_policy
-from .scores import normalized_score
+from .compatibility import check_model_fits_env, model_config
+from .rollout import (
+    POLICY_MODES,
+    _default_env_id,
+    _default_target,
+    _env_actions,
+    _inference,
+    build_policy,
+    model_env_options,
+)
+from .scores import ScoreRange, score_range
 from .video import record_replay
 
 
@@ -31,7 +39,7 @@ class EpisodeRecording:
     """One episode: per-step rewards and returns-to-go, the last step's hidden attention, timings, video.
 
     `terminated`: the environment ended it (a fall, game over); `timed_out`: the time limit stopped it;
-    neither: it reached the step limit.
+    neither: it reached the step limit. `video_cut`: the time limit stopped the video before the episode's end.
     """
 
     env_id: str
@@ -47,6 +55,8 @@ class EpisodeRecording:
     attention_s: float
     video: Path | None = None
     video_s: float = 0.0
+    score: ScoreRange | None = None
+    video_cut: bool = False
 
     @property
     def length(self) -> int:
@@ -60,8 +70,9 @@ class EpisodeRecording:
 
     @property
     def normalized_score(self) -> float | None:
-        """D4RL / Atari-gamer normalised score of the return (None for environments without constants)."""
-        return normalized_score(self.env_id, self.total_return)
+        """Normalised score of the return (None for environments without a reference, see `scores`)."""
+        score = self.score or score_range(self.env_id)
+        return None if score is None else float(score.normalize(self.total_return))
 
 
 @dataclass
@@ -192,21 +203,30 @@ def record_episode(
     """Play episode `seed` of `env_id` (default: the model's) with `model.policy(mode, target_return)`.
 
     The rollout stops at the episode's end, after `max_episode_steps`, or once `time_limit_s` have passed
-    (`timed_out`). `video_path`: replay the episode into an H.264 MP4. `env_kwargs` set the protocol.
+    (`timed_out`). `video_path`: replay the episode into an H.264 MP4, within the same time limit (rendering
+    and encoding stop there: `video_cut`). `env_kwargs` set the protocol.
     """
     check_int("seed", seed, 0)
     if mode not in POLICY_MODES:
         raise ValueError(f"mode={mode!r} is invalid; expected one of {list(POLICY_MODES)}")
     target = None if target_return is None else _check_target(target_return)
     env_id = resolve_env_id(env_id or _default_env_id(model))
-    protocol = make_protocol(env_id, max_episode_steps=max_episode_steps, **env_kwargs)
+    config = model_config(model)
+    protocol = make_protocol(
+        env_id, max_episode_steps=max_episode_steps, **model_env_options(config, env_id, env_kwargs)
+    )
     check_model_fits_env(model, env_id, protocol)
     limit = math.inf if time_limit_s is None else time_limit_s
+    deadline = time.perf_counter() + limit
     recording, actions = _record(model, env_id, protocol, seed, target, mode, limit)
+    recording.score = score_range(env_id, config)
     if video_path is not None:
         start = time.perf_counter()
-        recording.video = record_replay(env_id, protocol, seed, actions, video_path, recording.total_return)
+        recording.video = record_replay(
+            env_id, protocol, seed, actions, video_path, recording.total_return, deadline=deadline
+        )
         recording.video_s = time.perf_counter() - start
+        recording.video_cut = time.perf_counter() > deadline
     return recording
 
 

@@ -19,7 +19,7 @@ from ..envs.protocols import AtariProtocol, check_int, make_protocol
 from ..envs.protocols import Protocol as EnvProtocol
 from ..envs.registry import env_family, resolve_env_id
 from ..policy_decision_mamba import MODES
-from .compatibility import check_model_fits_env
+from .compatibility import check_model_fits_env, model_config
 from .scores import normalized_score, score_range
 
 POLICY_MODES = MODES  # the inference modes of `DecisionMambaPolicy`
@@ -74,6 +74,16 @@ def _default_env_id(model_or_policy: Any) -> str:
             "env_id=None is invalid here: the model's config has no env_id; pass env_id explicitly"
         )
     return env_id
+
+
+def model_env_options(config: Any, env_id: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Protocol `options`, plus the `env_kwargs` the model's config records for its own environment (e.g. a
+    maze's map from Minari's metadata), unless `options` set them or the env is another one."""
+    recorded = getattr(config, "env_kwargs", None)
+    own = getattr(config, "env_id", None)
+    if not recorded or "env_kwargs" in options or not own or resolve_env_id(own) != env_id:
+        return options
+    return {**options, "env_kwargs": dict(recorded)}
 
 
 def _targets(target_return: float | Sequence[float] | None) -> list[float | None]:
@@ -360,10 +370,12 @@ def run_episodes(
     return batch
 
 
-def _summary(env_id: str, target: float | None, batch: EpisodeBatch, wall_time: float) -> dict[str, Any]:
-    """JSON-ready statistics of one target's episodes."""
+def _summary(
+    env_id: str, target: float | None, batch: EpisodeBatch, wall_time: float, config: Any = None
+) -> dict[str, Any]:
+    """JSON-ready statistics of one target's episodes (normalised with the `config`'s reference, if any)."""
     returns = np.asarray(batch.returns, dtype=np.float64)
-    scores = normalized_score(env_id, returns)
+    scores = normalized_score(env_id, returns, config)
     return {
         "target_return": target,
         "return_mean": float(returns.mean()),
@@ -427,7 +439,10 @@ def evaluate_policy(
     ):
         if value is not None:
             check_int(name, value, 1)
-    protocol = make_protocol(env_id, max_episode_steps=max_episode_steps, **env_kwargs)
+    config = model_config(model_or_policy)
+    protocol = make_protocol(
+        env_id, max_episode_steps=max_episode_steps, **model_env_options(config, env_id, env_kwargs)
+    )
     targets = _targets(target_return)
     if mode not in POLICY_MODES:
         raise ValueError(f"mode={mode!r} is invalid; expected one of {list(POLICY_MODES)}")
@@ -449,7 +464,7 @@ def evaluate_policy(
                 bar.set_target(target)
                 start = time.perf_counter()
                 batch = run_episodes(policy, env_id, protocol, seeds, target, num_envs, bar, envs)
-                results.append(_summary(env_id, target, batch, time.perf_counter() - start))
+                results.append(_summary(env_id, target, batch, time.perf_counter() - start, config))
                 first = first or batch
     video = None
     if record_video is not None:
@@ -458,7 +473,7 @@ def evaluate_policy(
         video = str(
             record_replay(env_id, protocol, seed, first.first_actions, record_video, first.returns[0])
         )
-    constants = score_range(env_id)
+    constants = score_range(env_id, config)
     return {
         "env_id": env_id,
         "num_episodes": num_episodes,

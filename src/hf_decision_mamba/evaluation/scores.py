@@ -1,9 +1,12 @@
-"""Normalised scores: D4RL's for MuJoCo (0 = random, 100 = expert) and the gamer-normalised Atari score."""
+"""Normalised scores, only where a reference exists: D4RL's for MuJoCo (0 = random, 100 = expert), the
+gamer-normalised Atari score, and a Minari dataset's `ref_min_score`/`ref_max_score` (recorded in the config).
+Any other environment reports its raw return only; no reference is ever invented."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -25,6 +28,7 @@ class ScoreRange:
 
 _D4RL = "D4RL (random = 0, expert = 100)"
 _GAMER = "Atari (random = 0, human gamer = 100)"
+_MINARI = "Minari (ref_min_score = 0, ref_max_score = 100)"
 
 SCORE_RANGES: dict[str, ScoreRange] = {
     "HalfCheetah-v5": ScoreRange(-280.178953, 12135.0, _D4RL),
@@ -42,17 +46,23 @@ SCORE_RANGES: dict[str, ScoreRange] = {
 """The one table of normalisation constants, keyed by the id `resolve_env_id` returns."""
 
 
-def score_range(env_id: str) -> ScoreRange | None:
-    """The normalisation constants of `env_id`, or None for an unknown or unsupported environment."""
+def score_range(env_id: str, config: Any = None) -> ScoreRange | None:
+    """The normalisation constants of `env_id`: the `config`'s Minari references (`ref_min_score`,
+    `ref_max_score`) when it has both, else the table's; None where there is no reference."""
+    low, high = getattr(config, "ref_min_score", None), getattr(config, "ref_max_score", None)
+    if low is not None and high is not None and high != low:
+        return ScoreRange(float(low), float(high), _MINARI)
     try:
         return SCORE_RANGES.get(resolve_env_id(env_id))
     except ValueError:
         return None
 
 
-def normalized_score(env_id: str, returns: float | Sequence[float] | np.ndarray) -> float | np.ndarray | None:
+def normalized_score(
+    env_id: str, returns: float | Sequence[float] | np.ndarray, config: Any = None
+) -> float | np.ndarray | None:
     """Normalised score(s) of raw episode `returns` (a float for a scalar, an array otherwise); None if unknown."""
-    constants = score_range(env_id)
+    constants = score_range(env_id, config)
     if constants is None:
         return None
     if np.ndim(returns) == 0:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import logging
+import math
 import re
 import subprocess
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..envs.protocols import AtariProtocol, MujocoProtocol, Protocol
+from ..envs.protocols import AtariProtocol, GymnasiumProtocol, Protocol
 
 logger = logging.getLogger(__name__)
 
@@ -92,14 +94,29 @@ def is_browser_playable(path: str | Path) -> bool:
     return probe_video(path).browser_playable
 
 
-def _mujoco_frames(env_id: str, protocol: MujocoProtocol, seed: int, actions: Sequence[np.ndarray]):
-    """Replay `actions` from `reset(seed)` in a rendering MuJoCo env: (frames, fps, replayed return)."""
-    from ..envs.mujoco import make_mujoco_env, set_render_effects
+def _before(frames: Iterable[np.ndarray], deadline: float) -> Iterator[np.ndarray]:
+    """`frames` until `time.perf_counter()` passes `deadline` (the first frame always)."""
+    for index, frame in enumerate(frames):
+        if index and time.perf_counter() > deadline:
+            return
+        yield frame
 
-    env = make_mujoco_env(env_id, protocol, render_mode="rgb_array")
+
+def _gymnasium_frames(
+    env_id: str,
+    protocol: GymnasiumProtocol,
+    seed: int,
+    actions: Sequence[np.ndarray],
+    deadline: float = math.inf,
+):
+    """Replay `actions` from `reset(seed)` in an `rgb_array` env until `deadline`: (frames, fps, replayed return)."""
+    from ..envs.gym_envs import is_mujoco_task, make_gymnasium_env
+    from ..envs.mujoco import set_render_effects
+
+    env = make_gymnasium_env(env_id, protocol, render_mode="rgb_array")
     stride = max(1, round(env.metadata.get("render_fps", VIDEO_FPS) / VIDEO_FPS))
     env.reset(seed=seed)
-    if not protocol.render_effects:
+    if not protocol.render_effects and is_mujoco_task(env_id):
         set_render_effects(env, False)
     frames, total = [env.render()], 0.0
     for step, action in enumerate(actions, start=1):
@@ -107,14 +124,21 @@ def _mujoco_frames(env_id: str, protocol: MujocoProtocol, seed: int, actions: Se
         total += float(reward)
         if step % stride == 0 or terminated or truncated:
             frames.append(env.render())
-        if terminated or truncated:
+        if terminated or truncated or time.perf_counter() > deadline:
             break
     env.close()
     return frames, env.metadata.get("render_fps", VIDEO_FPS) / stride, total
 
 
-def _atari_frames(env_id: str, protocol: AtariProtocol, seed: int, actions: Sequence[np.ndarray]):
-    """Replay `actions` in a one-env native ALE emitting full RGB screens (same seed, same random stream)."""
+_mujoco_frames = _gymnasium_frames
+"""The former name of `_gymnasium_frames`."""
+
+
+def _atari_frames(
+    env_id: str, protocol: AtariProtocol, seed: int, actions: Sequence[np.ndarray], deadline: float = math.inf
+):
+    """Replay `actions` in a one-env native ALE emitting full RGB screens (same seed, same random stream)
+    until `deadline`."""
     from ..envs.atari import ProtocolAtariVectorEnv
 
     env = ProtocolAtariVectorEnv(env_id, 1, protocol, rgb=True, num_threads=1)
@@ -124,7 +148,7 @@ def _atari_frames(env_id: str, protocol: AtariProtocol, seed: int, actions: Sequ
         obs, reward, terminated, truncated, _ = env.step(np.asarray([action], dtype=np.int64))
         frames.append(obs[0, -1])
         total += float(reward[0])
-        if terminated[0] or truncated[0]:
+        if terminated[0] or truncated[0] or time.perf_counter() > deadline:
             break
     env.close()
     return frames, protocol.fps, total
@@ -137,14 +161,18 @@ def record_replay(
     actions: Sequence[np.ndarray],
     path: str | Path,
     expected_return: float,
+    deadline: float = math.inf,
 ) -> Path:
     """Re-run one evaluated episode (its seed and actions) in a rendering env and write it to `path`.
 
     Replaying keeps rendering out of the timed, batched rollout; the envs are deterministic given seed and
-    actions, so the video shows exactly the evaluated episode (checked against its return).
+    actions, so the video shows exactly the evaluated episode (checked against its return). Rendering and
+    encoding stop at `deadline` (a `time.perf_counter()` value): the video then shows the episode's start.
     """
-    replay = _atari_frames if isinstance(protocol, AtariProtocol) else _mujoco_frames
-    frames, fps, total = replay(env_id, protocol, seed, actions)
+    replay = _atari_frames if isinstance(protocol, AtariProtocol) else _gymnasium_frames
+    frames, fps, total = replay(env_id, protocol, seed, actions, deadline)
+    if time.perf_counter() > deadline:
+        return write_mp4(_before(frames, deadline), path, fps)
     if not np.isclose(total, expected_return, rtol=1e-5, atol=1e-6):
         logger.warning(
             "The replay of %s seed %d returned %.3f, not %.3f.", env_id, seed, total, expected_return

@@ -58,6 +58,12 @@ class ModelArguments:
     model_name_or_path: str | None = field(
         default=None, metadata={"help": "Start from the weights (and config) of a saved model: fine-tuning."}
     )
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={
+            "help": "Let --model_name_or_path run its own code (config.json auto_map); only for sources you trust."
+        },
+    )
     dt_num_heads: int = field(
         default=1, metadata={"help": "Attention heads of the Decision Transformer (DT: 1)."}
     )
@@ -153,6 +159,19 @@ class EnvEvaluationArguments:
 
 
 @dataclass
+class RecipeTrainingArguments(TrainingArguments):
+    """`transformers.TrainingArguments` plus what the recipe does with an output folder that holds a run."""
+
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Remove the run already in --output_dir (model, checkpoints, records) and start clean; "
+            "without it a rerun must use the same data and architecture (run_record.json)."
+        },
+    )
+
+
+@dataclass
 class RecipeArguments:
     """All four groups of one training run."""
 
@@ -171,7 +190,7 @@ class RecipeArguments:
         }
 
 
-GROUPS = (ModelArguments, DataArguments, EnvEvaluationArguments, TrainingArguments)
+GROUPS = (ModelArguments, DataArguments, EnvEvaluationArguments, RecipeTrainingArguments)
 
 
 def _slug(text: str) -> str:
@@ -260,6 +279,7 @@ __all__ = [
     "EnvEvaluationArguments",
     "ModelArguments",
     "RecipeArguments",
+    "RecipeTrainingArguments",
     "build_parser",
     "default_output_dir",
     "parse_overrides",

@@ -14,11 +14,12 @@ from ..data import (
     EpisodeSpec,
     TrajectoryCollator,
     TrajectoryWindowDataset,
+    dataset_environment,
+    dataset_space_fields,
     iter_episodes,
     load_trajectories,
     to_training_dtype,
 )
-from ..envs import resolve_env_id
 from .arguments import DataArguments
 
 logger = logging.getLogger(__name__)
@@ -50,15 +51,44 @@ class TrainingData:
         }
 
 
+def infer_environment(args: DataArguments) -> tuple[str | None, dict[str, Any]]:
+    """The environment a dataset was recorded in and its `gym.make` kwargs: from Minari metadata
+    (`eval_env_spec`, then `env_spec`), else from the dataset's config or name (`embedded:hopper` -> `Hopper-v5`)."""
+    found = dataset_environment(args.dataset, args.dataset_config)
+    return (None, {}) if found is None else found
+
+
 def infer_env_id(args: DataArguments) -> str | None:
-    """The environment a dataset was recorded in, from its config or name (`embedded:hopper` -> `Hopper-v5`)."""
-    source = args.dataset.split(":", 1)[-1]
-    for candidate in filter(None, (args.dataset_config, source, Path(source).name)):
-        try:
-            return resolve_env_id(candidate)
-        except ValueError:
-            continue
-    return None
+    """The environment id of `infer_environment`."""
+    return infer_environment(args)[0]
+
+
+def data_space_fields(args: DataArguments, episodes: Any) -> dict[str, Any]:
+    """`state_dim`, the action space (`act_dim`, or `n_actions`) and, for Minari, the observation layout, action
+    bounds and reference scores of the data; {} for Atari frames (whose sizes the environment gives)."""
+    recorded = dataset_space_fields(args.dataset, args.dataset_config)
+    if recorded is not None:
+        return recorded
+    first = next(iter_episodes(episodes, ["observations", "actions"]), None)
+    if first is None or first["observations"].dtype == np.uint8:
+        return {}
+    fields: dict[str, Any] = {"state_dim": int(np.prod(first["observations"].shape[1:]))}
+    if first["actions"].dtype.kind in "iu":
+        top = max(int(e["actions"].max(initial=0)) for e in iter_episodes(episodes, ["actions"]))
+        return {**fields, "action_space": "discrete", "n_actions": top + 1}
+    return {**fields, "action_space": "continuous", "act_dim": int(np.prod(first["actions"].shape[1:]))}
+
+
+def is_hub_source(source: str) -> bool:
+    """Whether `source` names data on the Hub: a short form (`d4rl:...`) or a repo id, not the embedded data,
+    an existing local path or anything that looks like a path (`/...`, `./...`, `~/...`)."""
+    if (
+        source.startswith("embedded:")
+        or source.startswith(("/", ".", "~"))
+        or Path(source).expanduser().exists()
+    ):
+        return False
+    return ":" in source or source.count("/") == 1
 
 
 def load_episodes(args: DataArguments) -> Any:
@@ -113,7 +143,10 @@ __all__ = [
     "TrainingData",
     "build_training_data",
     "episode_statistics",
+    "data_space_fields",
     "infer_env_id",
+    "infer_environment",
+    "is_hub_source",
     "load_episodes",
     "split_episodes",
 ]

@@ -15,8 +15,6 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import (
-    AutoConfig,
-    AutoModel,
     DecisionTransformerConfig,
     DecisionTransformerModel,
     PreTrainedConfig,
@@ -29,6 +27,7 @@ from transformers.utils import ModelOutput
 
 from ..configuration_decision_mamba import DecisionMambaConfig
 from ..envs import make_env, resolve_env_id
+from ..loading import load_config, load_pretrained
 from ..modeling_decision_mamba import DecisionMambaModel, masked_action_loss, weight_decay_param_groups
 from ..policy_decision_mamba import DecisionMambaPolicy
 from ..presets import DEFAULT_TARGET_RETURNS
@@ -43,6 +42,12 @@ ACTING_FIELDS = (
     "state_mean",
     "state_std",
     "preset",
+    "env_kwargs",
+    "observation_layout",
+    "action_low",
+    "action_high",
+    "ref_min_score",
+    "ref_max_score",
 )
 
 
@@ -134,24 +139,59 @@ def _checked_overrides(text: str | None) -> dict[str, Any]:
 
 
 def env_config_fields(env_id: str, env_options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """`env_id` and the state/action sizes of its environment (under `env_options`), read from its spaces."""
+    """`env_id` and the sizes of its environment (under `env_options`): for Atari the action count, for any
+    other env `state_dim`, `observation_layout` and the action space with its bounds (see `envs.spaces`)."""
+    from ..envs import env_family, make_protocol
+    from ..evaluation.compatibility import env_space_fields
+
+    if env_family(env_id) != "atari":
+        return {"env_id": env_id, **env_space_fields(env_id, make_protocol(env_id, **(env_options or {})))}
     env = make_env(env_id, **(env_options or {}))
     try:
-        observation, action = env.observation_space, env.action_space
+        return {"env_id": env_id, "action_space": "discrete", "n_actions": int(env.action_space.n)}
     finally:
         env.close()
-    if hasattr(action, "n"):
-        return {"env_id": env_id, "action_space": "discrete", "n_actions": int(action.n)}
-    return {"env_id": env_id, "state_dim": int(observation.shape[-1]), "act_dim": int(action.shape[0])}
+
+
+SIZE_FIELDS = ("state_dim", "action_space", "act_dim", "n_actions", "observation_layout")
+"""Fields on which the data, the environment and the config overrides must agree."""
+
+
+def check_sizes_agree(sides: dict[str, dict[str, Any]]) -> None:
+    """Raise a one-line `ValueError` naming both sides and their values for the first size field on which two
+    of `sides` (e.g. `{"dataset 'x'": ..., "env_id 'Ant-v5'": ...}`) disagree; absent fields never disagree."""
+    named = list(sides.items())
+    for field in SIZE_FIELDS:
+        for i, (left, a) in enumerate(named):
+            for right, b in named[i + 1 :]:
+                if field == "act_dim" and "discrete" in (a.get("action_space"), b.get("action_space")):
+                    continue
+                if a.get(field) is not None and b.get(field) is not None and a[field] != b[field]:
+                    raise ValueError(
+                        f"{field}: {left} has {a[field]!r} but {right} has {b[field]!r}; expected them to agree "
+                        "(data recorded in that environment, or other --env_id / config_overrides)."
+                    )
 
 
 def _check_preset_fits(preset: str, config: DecisionMambaConfig, env_fields: dict[str, Any]) -> None:
-    env_discrete = env_fields.get("action_space") == "discrete"
-    if env_discrete != config.is_discrete:
+    """A frame-stack (Atari) preset needs an Atari env, a state-vector preset any other env."""
+    env_atari = "state_dim" not in env_fields
+    if env_atari != (config.state_encoder == "atari_cnn"):
+        preset_side = "Atari frame stacks" if config.state_encoder == "atari_cnn" else "state vectors"
+        env_side = "Atari frame stacks" if env_atari else "state vectors"
         raise ValueError(
-            f"preset={preset!r} is for {config.action_space} actions but env_id={env_fields['env_id']!r} has "
-            f"{'discrete' if env_discrete else 'continuous'} ones; expected a preset of the environment's family."
+            f"preset={preset!r} is for {config.action_space} actions on {preset_side} but "
+            f"env_id={env_fields['env_id']!r} has {env_fields['action_space']} actions on {env_side}; expected a "
+            "preset of the environment's family."
         )
+
+
+def _action_tanh(fields: dict[str, Any]) -> dict[str, Any]:
+    """tanh squashes predictions into [-1, 1]: off for continuous actions whose bounds reach beyond."""
+    low, high = fields.get("action_low"), fields.get("action_high")
+    if fields.get("action_space") != "continuous" or low is None or high is None:
+        return {}
+    return {"action_tanh": bool(min(low) >= -1.0 and max(high) <= 1.0)}
 
 
 def _target_for(config: DecisionMambaConfig, env_id: str) -> dict[str, Any]:
@@ -163,23 +203,39 @@ def _target_for(config: DecisionMambaConfig, env_id: str) -> dict[str, Any]:
 
 
 def build_config(
-    args: ModelArguments, env_id: str | None, env_options: dict[str, Any] | None = None
+    args: ModelArguments,
+    env_id: str | None,
+    env_options: dict[str, Any] | None = None,
+    data_fields: dict[str, Any] | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+    dataset: str = "the dataset",
+    env_origin: str | None = None,
 ) -> PreTrainedConfig:
-    """The config to train: the preset with `config_overrides`, sized to `env_id`'s spaces (or a saved config).
+    """The config to train: the preset with `config_overrides`, sized to the data (`data_fields`) and to
+    `env_id`'s spaces, which must agree (or a saved config).
 
-    `env_options` are the environment's protocol options (e.g. `full_action_space=True` gives 18 actions)."""
+    `env_options` are the environment's protocol options (e.g. `full_action_space=True` gives 18 actions);
+    `env_kwargs` its `gym.make` kwargs (from Minari metadata), recorded in the config for evaluation;
+    `env_origin` says in errors where `env_id` came from (e.g. "dmamba-hopper's default")."""
     overrides = _checked_overrides(args.config_overrides)
     if args.model_name_or_path:
-        config = AutoConfig.from_pretrained(args.model_name_or_path)
+        config = load_config(args.model_name_or_path, trust_remote_code=args.trust_remote_code)
         for key, value in overrides.items():
             setattr(config, key, value)
         return config
     base = DecisionMambaConfig.from_preset(args.preset, **overrides)
+    sides = {f"dataset {dataset!r}": dict(data_fields or {})}
+    fields = {"env_id": env_id, **(_target_for(base, env_id) if env_id is not None else {})}
+    fields.update(data_fields or {})
     if env_id is not None:
-        env_fields = env_config_fields(env_id, env_options)
+        options = {**(env_options or {}), **({"env_kwargs": env_kwargs} if env_kwargs else {})}
+        env_fields = env_config_fields(env_id, options)
         _check_preset_fits(args.preset, base, env_fields)
-        fields = {**_target_for(base, env_id), **env_fields, **overrides}
-        base = DecisionMambaConfig.from_preset(args.preset, **fields)
+        sides[f"env_id {env_id!r}" + (f" ({env_origin})" if env_origin else "")] = env_fields
+        fields.update(env_fields, env_kwargs=env_kwargs or None)
+    sides["config_overrides"] = overrides
+    check_sizes_agree(sides)
+    base = DecisionMambaConfig.from_preset(args.preset, **{**_action_tanh(fields), **fields, **overrides})
     if args.model_type == "decision_transformer":
         return decision_transformer_config(base, args)
     return base
@@ -220,11 +276,14 @@ def build_model(config: Any, args: ModelArguments) -> PreTrainedModel:
     is_dt = config.model_type == DecisionTransformerConfig.model_type
     model_class = DecisionTransformerForTraining if is_dt else DecisionMambaModel
     if args.model_name_or_path:
-        if (
-            not is_dt and type(config) is not DecisionMambaConfig
-        ):  # remote-code config of another package version
-            return AutoModel.from_pretrained(args.model_name_or_path, config=config, trust_remote_code=True)
-        return model_class.from_pretrained(args.model_name_or_path, config=config)
+        if not is_dt and type(config) is not DecisionMambaConfig:
+            model_class = None  # a class of the checkpoint's own code (allowed by --trust_remote_code)
+        return load_pretrained(
+            args.model_name_or_path,
+            config=config,
+            model_class=model_class,
+            trust_remote_code=args.trust_remote_code,
+        )
     return model_class(config)
 
 

@@ -9,7 +9,6 @@ one of them (the multi-process test wraps the training dataset to record what ea
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -32,12 +31,14 @@ from ..hub import (
     WEIGHTS_NAME,
     render_model_card,
 )
+from ..loading import check_local_weights
 from ..modeling_decision_mamba import DecisionMambaModel
 from ..presets import get_preset
 from .arguments import RecipeArguments
 from .curves import plot_training_curves
-from .data import TrainingData, build_training_data, infer_env_id
+from .data import TrainingData, build_training_data, data_space_fields, infer_environment, load_episodes
 from .models import build_config, build_model, build_optimizer
+from .run_folder import check_checkpoint, check_run_folder, run_record, write_json, write_record
 from .trainer import TRAINER_STATE_NAME, DecisionTrainer, is_complete_checkpoint, last_complete_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class Run:
     model: PreTrainedModel
     data: TrainingData
     env_id: str | None
+    record: dict[str, Any] | None = None
 
     @property
     def output_dir(self) -> Path:
@@ -81,19 +83,37 @@ def seed_everything(seed: int, full_determinism: bool = False) -> None:
     (enable_full_determinism if full_determinism else set_seed)(seed)
 
 
-def choose_env_id(args: RecipeArguments) -> str | None:
-    """`--env_id`, else the dataset's environment, else the preset's, as the Gymnasium id evaluation runs.
+def choose_environment(args: RecipeArguments) -> tuple[str | None, dict[str, Any], str]:
+    """`--env_id`, else the dataset's environment (Minari metadata, D4RL names), else the preset's (only when
+    evaluating), as the Gymnasium id evaluation runs, with its `gym.make` kwargs when the dataset names them.
 
     The data decides before the preset: an Atari preset (Breakout by default) trained on `jat:pong` plays Pong.
     """
     preset_env = get_preset(args.model.preset)["config"].get("env_id")
-    env_id = args.evaluation.env_id or infer_env_id(args.data) or preset_env
+    data_env, data_kwargs = infer_environment(args.data)
+    env_id = args.evaluation.env_id or data_env or preset_env
     if env_id is None and args.evaluation.env_eval:
         raise ValueError(
             f"env_id: none given and none inferred from dataset={args.data.dataset!r}; expected --env_id "
             "(e.g. Hopper-v5) or --no_env_eval."
         )
-    return None if env_id is None else resolve_env_id(env_id)
+    origin = (
+        "--env_id"
+        if args.evaluation.env_id
+        else "the dataset's"
+        if data_env
+        else f"{args.model.preset}'s default"
+    )
+    if env_id is None:
+        return None, {}, origin
+    resolved = resolve_env_id(env_id)
+    same = data_env is not None and resolve_env_id(data_env) == resolved
+    return resolved, data_kwargs if same else {}, origin
+
+
+def choose_env_id(args: RecipeArguments) -> str | None:
+    """The environment id of `choose_environment`."""
+    return choose_environment(args)[0]
 
 
 def _default_target(config: Any, args: RecipeArguments, data: TrainingData) -> None:
@@ -105,17 +125,47 @@ def _default_target(config: Any, args: RecipeArguments, data: TrainingData) -> N
         config.target_return = float(data.episode_returns.max())
 
 
+def check_run(args: RecipeArguments, config: Any) -> dict[str, Any]:
+    """The run's record, after checking that the output folder (and a given checkpoint) hold the same run;
+    with `--overwrite_output_dir` the main process first removes the earlier run (see `run_folder`)."""
+    training = args.training
+    record = run_record(args.data, config)
+    resume = training.resume_from_checkpoint
+    overwrite = getattr(training, "overwrite_output_dir", False)
+    if overwrite and (resume or "auto").strip().lower() not in ("auto", "false", "none", "no"):
+        raise ValueError(
+            f"overwrite_output_dir=True removes the run in {training.output_dir} but resume_from_checkpoint="
+            f"{resume!r} asks to continue one; expected one of the two."
+        )
+    with training.main_process_first(desc="checking the output folder"):
+        check_run_folder(training.output_dir, record, overwrite and training.process_index == 0)
+    if resume and Path(resume).is_dir():
+        check_checkpoint(resume, record)
+    return record
+
+
 def prepare_run(args: RecipeArguments) -> Run:
-    """Seed, then build the config (sized to the environment), the model and the window datasets."""
+    """Seed, load the episodes, then build the config (sized to the data and the environment, which must
+    agree), the model and the window datasets."""
     seed_everything(args.training.seed, args.training.full_determinism)
-    env_id = choose_env_id(args)
-    config = build_config(args.model, env_id, args.evaluation.env_options())
+    env_id, env_kwargs, origin = choose_environment(args)
+    episodes = load_episodes(args.data)
+    fields = data_space_fields(args.data, episodes)
+    build = (args.model, args.evaluation.env_options(), fields, env_kwargs, args.data.dataset, origin)
+    try:
+        config = build_config(build[0], env_id, *build[1:])
+    except ValueError as error:
+        if args.evaluation.env_eval or args.evaluation.env_id or origin == "the dataset's":
+            raise
+        logger.info("Not using %s (%s): %s", env_id, origin, error)  # --no_env_eval: the data decides
+        env_id, config = None, build_config(build[0], None, *build[1:])
+    record = check_run(args, config)
     model = build_model(config, args.model)
     data = build_training_data(
-        args.data, model.config, args.training.seed, args.training.eval_strategy != "no"
+        args.data, model.config, args.training.seed, args.training.eval_strategy != "no", episodes
     )
     _default_target(model.config, args, data)
-    return Run(args, model, data, env_id)
+    return Run(args, model, data, env_id, record)
 
 
 def build_env_callback(run: Run) -> EnvironmentEvaluationCallback | None:
@@ -245,14 +295,6 @@ class TerminationGuard:
         signal.signal(signal.SIGTERM, self.restore)
 
 
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write `payload` as JSON through a temporary file and a rename (never a half-written file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(payload, indent=2))
-    os.replace(temporary, path)
-
-
 def final_evaluation(
     run: Run,
     model: PreTrainedModel,
@@ -324,12 +366,16 @@ def train_and_finish(
 ) -> TrainingResult:
     """Train (resuming when a checkpoint exists), then save, evaluate, write the card and push if asked."""
     training = run.args.training
-    if trainer.is_world_process_zero():
+    resume = resolve_resume(training.resume_from_checkpoint, run.output_dir)
+    if resume:
+        check_local_weights(resume)  # a damaged file fails here, in one line, not inside the Trainer's resume
+    if trainer.is_world_process_zero() and run.record is not None:
+        write_record(run.output_dir, run.record)
+    terminated = _train(trainer, resume, training.max_steps)
+    if trainer.is_world_process_zero():  # only a run that trained (or stopped resumably) replaces the record
         write_json(
             run.output_dir / TRAINING_ARGS_NAME, {**run.args.to_dict(), "dataset_summary": run.data.summary()}
         )
-    resume = resolve_resume(training.resume_from_checkpoint, run.output_dir)
-    terminated = _train(trainer, resume, training.max_steps)
     result = TrainingResult(
         output_dir=str(run.output_dir),
         global_step=trainer.state.global_step,
@@ -367,6 +413,7 @@ __all__ = [
     "final_evaluation",
     "write_training_curves",
     "choose_env_id",
+    "choose_environment",
     "prepare_run",
     "resolve_resume",
     "run_training",

@@ -28,6 +28,7 @@ from transformers.trainer_utils import (
 from transformers.utils import PushInProgress
 
 from ..hub import publish
+from .run_folder import RUN_RECORD_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,22 @@ def last_complete_checkpoint(output_dir: str | Path) -> str | None:
             return candidate
         logger.warning("Skipping incomplete checkpoint %s.", candidate)
     return None
+
+
+def default_file_mode() -> int:
+    """The mode a new file gets under the current umask (0644 under the usual 022)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def give_default_modes(folder: Path) -> None:
+    """Give the files directly in `folder` the umask's default mode: safetensors writes `model.safetensors`
+    through a private temporary file (0600), unlike every other file of the folder."""
+    mode = default_file_mode()
+    for path in folder.iterdir():
+        if path.is_file() and not path.is_symlink():
+            path.chmod(mode)
 
 
 def replace_directory(source: Path, target: Path) -> None:
@@ -116,6 +133,10 @@ class DecisionTrainer(Trainer):
         if best is not None and Path(best).parent == staged.parent:
             self.state.best_model_checkpoint = str(final.parent / Path(best).name)
             self.state.save_to_json(str(staged / TRAINER_STATE_NAME))
+        give_default_modes(staged)
+        record = Path(self.args.output_dir) / RUN_RECORD_NAME
+        if record.is_file():  # a resume from this checkpoint is checked against the run it belongs to
+            shutil.copy2(record, staged / RUN_RECORD_NAME)
         replace_directory(staged, final)
         self.saved_checkpoints.append(str(final))
         rotate_checkpoints(
@@ -141,6 +162,7 @@ class DecisionTrainer(Trainer):
         super().save_model(str(staged), _internal_call=True)
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
+            give_default_modes(staged)
             for path in sorted(staged.iterdir()):
                 os.replace(path, target / path.name)
             shutil.rmtree(staged, ignore_errors=True)
