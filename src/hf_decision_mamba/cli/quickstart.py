@@ -18,7 +18,7 @@ from .train import report_result
 QUICKSTART_DEFAULTS: dict[str, Any] = {
     "preset": "dmamba-hopper",
     "dataset": "embedded:hopper",
-    "config_overrides": "hidden_size=64,num_hidden_layers=2,context_length=20,dropout=0.1",
+    "config_overrides": "hidden_size=64,num_hidden_layers=2,context_length=8,dropout=0.1",
     "output_dir": "outputs/quickstart",
     "max_steps": 600,
     "per_device_train_batch_size": 64,
