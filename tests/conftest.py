@@ -85,6 +85,21 @@ def make_batch(
     }
 
 
+class FixedWindows(torch.utils.data.Dataset):
+    """A handful of fixed windows, returned one example at a time as the Trainer's sampler expects."""
+
+    def __init__(self, config: DecisionMambaConfig, count: int = 16) -> None:
+        batch = make_batch(config, batch=count, steps=4, seed=1)
+        batch["labels"] = batch["actions"]
+        self.rows = [{key: value[i] for key, value in batch.items()} for i in range(count)]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.rows[index]
+
+
 def left_pad(batch: dict, pad: int) -> dict:
     """Prepend `pad` padding steps holding garbage (but in-range) values and a zero attention mask."""
     garbage = {

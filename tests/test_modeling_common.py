@@ -14,7 +14,7 @@ import pytest
 import torch
 from transformers import Trainer, TrainingArguments
 
-from conftest import ALL_PRESETS, make_batch, tiny_config
+from conftest import ALL_PRESETS, FixedWindows, make_batch, tiny_config
 from hf_decision_mamba import DecisionMambaConfig, DecisionMambaModel
 from hf_decision_mamba.modeling_decision_mamba import DecisionMambaRMSNorm
 
@@ -304,19 +304,6 @@ def test_casting_a_model_with_gradients_keeps_float32_gradients_for_float32_para
 # -- the Trainer's switches ---------------------------------------------------------------------------------
 
 
-class _Windows(torch.utils.data.Dataset):
-    def __init__(self, config: DecisionMambaConfig, count: int = 8) -> None:
-        batch = make_batch(config, batch=count, steps=4, seed=1)
-        batch["labels"] = batch["actions"]
-        self.rows = [{key: value[i] for key, value in batch.items()} for i in range(count)]
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, index: int) -> dict:
-        return self.rows[index]
-
-
 @pytest.mark.parametrize("bf16", [False, True], ids=["float32", "bf16-autocast"])
 def test_trainer_gradient_checkpointing_flag_checkpoints_every_block(tmp_path, bf16):
     """`--gradient_checkpointing true` (TrainingArguments.gradient_checkpointing) reaches every block, with
@@ -333,7 +320,7 @@ def test_trainer_gradient_checkpointing_flag_checkpoints_every_block(tmp_path, b
         bf16=bf16,
     )
     calls = _count_mixer_calls(model)
-    trainer = Trainer(model=model, args=args, train_dataset=_Windows(model.config))
+    trainer = Trainer(model=model, args=args, train_dataset=FixedWindows(model.config))
     result = trainer.train()
     assert all(layer.gradient_checkpointing for layer in model.layers)
     assert calls[0] == 2 * 2 * model.config.num_hidden_layers  # two steps, each block run twice

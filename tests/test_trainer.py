@@ -3,25 +3,9 @@
 from __future__ import annotations
 
 import torch
-from torch.utils.data import Dataset
 from transformers import Trainer, TrainingArguments
 
-from conftest import make_batch, tiny_model
-
-
-class FixedWindows(Dataset):
-    """A handful of fixed windows, returned one example at a time as the Trainer's sampler expects."""
-
-    def __init__(self, config, count: int = 16) -> None:
-        batch = make_batch(config, batch=count, steps=4, seed=1)
-        batch["labels"] = batch["actions"]
-        self.rows = [{key: value[i] for key, value in batch.items()} for i in range(count)]
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, index: int) -> dict:
-        return self.rows[index]
+from conftest import FixedWindows, tiny_model
 
 
 def test_plain_trainer_lowers_the_loss_and_reports_eval_loss(tmp_path):
