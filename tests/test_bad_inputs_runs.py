@@ -510,3 +510,14 @@ def test_bad_input(scenario, needs, status, says, check, request, tmp_path, caps
             assert fragment in error_lines[0], error_lines[0]
     if check is not None:
         check(outcome)
+
+
+def test_overwrite_removes_every_file_a_run_writes_and_nothing_else(tmp_path):
+    from hf_decision_mamba.training.run_folder import clear_run
+
+    written = ["config.json", "model.safetensors", "env_eval_report.json", "eval_results.json", "replay.mp4"]
+    for name in [*written, "checkpoint-5/trainer_state.json", "notes.txt"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    clear_run(tmp_path)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["notes.txt"]

@@ -48,7 +48,8 @@ def embedded_datasets() -> list[str]:
     return sorted(path.stem for path in EMBEDDED_DIR.glob("*.parquet"))
 
 
-def _embedded_path(name: str) -> Path:
+def embedded_path(name: str) -> Path:
+    """The parquet file of the embedded dataset `name` (a ValueError listing the others when there is none)."""
     path = EMBEDDED_DIR / f"{name}.parquet"
     if not path.is_file():
         raise ValueError(f"no embedded dataset {name!r}; expected one of {embedded_datasets()}.")
@@ -276,7 +277,7 @@ def load_trajectories(
     """
     source = str(source)
     if source.startswith("embedded:"):
-        dataset = _load_file(_embedded_path(source.partition(":")[2]), bool(streaming))
+        dataset = _load_file(embedded_path(source.partition(":")[2]), bool(streaming))
         return to_canonical(_first(dataset, max_episodes), where=source)
     path = _local_path(source)
     if path is not None:

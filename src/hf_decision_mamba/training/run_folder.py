@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from ..hub.files import CARD_NAME, EVALUATION_FILES, MODEL_FILES, TRAINING_EVAL_REPORT_NAME
 from .arguments import DataArguments
 
 RUN_RECORD_NAME = "run_record.json"
@@ -41,17 +42,13 @@ NOT_ARCHITECTURE = frozenset(
 # What a run writes into its output folder (removed by --overwrite_output_dir; anything else is left alone).
 RUN_FILES = (
     RUN_RECORD_NAME,
-    "config.json",
-    "model.safetensors",
+    *MODEL_FILES,
+    *EVALUATION_FILES,
+    CARD_NAME,
+    TRAINING_EVAL_REPORT_NAME,
     "generation_config.json",
-    "training_args.json",
     "training_args.bin",
     "trainer_state.json",
-    "eval_results.json",
-    "training_eval.json",
-    "replay.mp4",
-    "training_curves.png",
-    "README.md",
     "runs",
     ".staging",
 )
@@ -72,12 +69,12 @@ def fingerprint_files(path: Path) -> str:
 def data_identity(args: DataArguments) -> dict[str, Any]:
     """The dataset's identity (source, config, revision, episode cap; local and embedded files also by content)
     and how it is turned into training targets (window mode, return-to-go scale)."""
-    from ..data.sources import EMBEDDED_DIR
+    from ..data.sources import embedded_path
 
     source = args.dataset
     local = Path(source).expanduser()
     if source.startswith("embedded:"):
-        local = EMBEDDED_DIR / f"{source.partition(':')[2]}.parquet"
+        local = embedded_path(source.partition(":")[2])
     sha256 = fingerprint_files(local) if local.exists() else None
     return {
         "dataset": source,
