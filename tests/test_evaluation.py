@@ -19,7 +19,7 @@ from hf_decision_mamba.evaluation import (
     rollout,
     write_mp4,
 )
-from hf_decision_mamba.evaluation.video import _mujoco_frames
+from hf_decision_mamba.evaluation.video import _gymnasium_frames
 
 
 class LinearPolicy:
@@ -357,7 +357,7 @@ def test_replay_reproduces_the_evaluated_episode():
         actions.append(policy.act(obs[None], None)[0])
         obs, _, terminated, truncated, _ = env.step(actions[-1])
         done = terminated or truncated
-    frames, fps, total = _mujoco_frames("Hopper-v5", MujocoProtocol(max_episode_steps=30), 5, actions)
+    frames, fps, total = _gymnasium_frames("Hopper-v5", MujocoProtocol(max_episode_steps=30), 5, actions)
     assert total == pytest.approx(expected) and fps == pytest.approx(125 / 4)
     assert frames[0].shape == (480, 480, 3) and frames[0].dtype == np.uint8
 

@@ -130,10 +130,6 @@ def _gymnasium_frames(
     return frames, env.metadata.get("render_fps", VIDEO_FPS) / stride, total
 
 
-_mujoco_frames = _gymnasium_frames
-"""The former name of `_gymnasium_frames`."""
-
-
 def _atari_frames(
     env_id: str, protocol: AtariProtocol, seed: int, actions: Sequence[np.ndarray], deadline: float = math.inf
 ):
