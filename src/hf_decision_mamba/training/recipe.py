@@ -9,6 +9,7 @@ one of them (the multi-process test wraps the training dataset to record what ea
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -151,14 +152,22 @@ def prepare_run(args: RecipeArguments) -> Run:
     env_id, env_kwargs, origin = choose_environment(args)
     episodes = load_episodes(args.data)
     fields = data_space_fields(args.data, episodes)
-    build = (args.model, args.evaluation.env_options(), fields, env_kwargs, args.data.dataset, origin)
+    configure = functools.partial(
+        build_config,
+        args.model,
+        env_options=args.evaluation.env_options(),
+        data_fields=fields,
+        env_kwargs=env_kwargs,
+        dataset=args.data.dataset,
+        env_origin=origin,
+    )
     try:
-        config = build_config(build[0], env_id, *build[1:])
+        config = configure(env_id)
     except ValueError as error:
         if args.evaluation.env_eval or args.evaluation.env_id or origin == "the dataset's":
             raise
         logger.info("Not using %s (%s): %s", env_id, origin, error)  # --no_env_eval: the data decides
-        env_id, config = None, build_config(build[0], None, *build[1:])
+        env_id, config = None, configure(None)
     record = check_run(args, config)
     model = build_model(config, args.model)
     data = build_training_data(
