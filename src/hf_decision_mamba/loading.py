@@ -12,10 +12,18 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .network import is_network_error, require_hub
+from .network import is_network_error, one_line, require_hub
 
 WEIGHTS_FILE = "model.safetensors"
 REMOTE_CODE_HINT = "pass --trust_remote_code (trust_remote_code=True) to run it, only if you trust its source"
+
+
+def corrupt_weights_message(where: str, error: BaseException) -> str:
+    """The one line for a weights file that safetensors cannot read; `where` names the file or model."""
+    return (
+        f"{where} is corrupt or truncated ({one_line(error)}); expected a complete safetensors file: save or "
+        "download the model again."
+    )
 
 
 def check_weights_file(path: str | os.PathLike) -> None:
@@ -26,10 +34,7 @@ def check_weights_file(path: str | os.PathLike) -> None:
         with safe_open(str(path), framework="pt") as weights:
             weights.keys()
     except (SafetensorError, OSError) as error:
-        raise ValueError(
-            f"{path} is corrupt or truncated ({error}); expected a complete safetensors file: save or "
-            "download the model again."
-        ) from None
+        raise ValueError(corrupt_weights_message(str(path), error)) from None
 
 
 def check_local_weights(folder: str | os.PathLike) -> None:
@@ -60,10 +65,6 @@ def check_model_location(name_or_path: str | os.PathLike) -> None:
     require_hub(f"load model {name!r}")
 
 
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())
-
-
 def _loading_error(name: str, error: Exception) -> ValueError | None:
     """The one-line error for a known failure of `from_pretrained` on `name`, else None."""
     from safetensors import SafetensorError
@@ -74,10 +75,7 @@ def _loading_error(name: str, error: Exception) -> ValueError | None:
             f"model={name!r} needs its own code (config.json auto_map) to load; {REMOTE_CODE_HINT}."
         )
     if isinstance(error, SafetensorError):
-        return ValueError(
-            f"{name}: {WEIGHTS_FILE} is corrupt or truncated ({_one_line(error)}); expected a complete "
-            "safetensors file: save or download the model again."
-        )
+        return ValueError(corrupt_weights_message(f"{name}: {WEIGHTS_FILE}", error))
     return None
 
 
@@ -123,7 +121,7 @@ def load_pretrained(
     except OSError as error:  # transformers' "not a valid model identifier", missing files
         if is_network_error(error):
             raise
-        raise ValueError(f"model={name!r} could not be loaded: {_one_line(error)}") from None
+        raise ValueError(f"model={name!r} could not be loaded: {one_line(error)}") from None
 
 
 __all__ = [

@@ -56,9 +56,14 @@ def is_network_error(error: BaseException) -> bool:
     return False
 
 
+def one_line(error: BaseException | str) -> str:
+    """`error`'s text with every run of whitespace (newlines included) made one space."""
+    return " ".join(str(error).split())
+
+
 def unreachable_message(what: str, error: BaseException | None = None, advice: str = OFFLINE_ADVICE) -> str:
     """`could not reach the Hugging Face Hub at <endpoint> to <what> (<cause>); <advice>.`"""
-    cause = "" if error is None else f" ({type(error).__name__}: {' '.join(str(error).split())[:160]})"
+    cause = "" if error is None else f" ({type(error).__name__}: {one_line(error)[:160]})"
     return f"could not reach the Hugging Face Hub at {hub_endpoint()} to {what}{cause}; {advice}."
 
 

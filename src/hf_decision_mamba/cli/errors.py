@@ -10,7 +10,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from ..network import is_network_error, unreachable_message
+from ..loading import WEIGHTS_FILE, corrupt_weights_message
+from ..network import is_network_error, one_line, unreachable_message
 
 INPUT_ERROR_STATUS = 2
 
@@ -20,14 +21,12 @@ def input_error_message(error: BaseException) -> str | None:
     from safetensors import SafetensorError
 
     if is_network_error(error):
-        text = " ".join(str(error).split())
+        text = one_line(error)
         return text if "could not reach" in text else unreachable_message("load or upload files", error)
     if isinstance(error, SafetensorError):
-        return (
-            f"a model.safetensors file is corrupt or truncated ({error}); save or download the model again."
-        )
+        return corrupt_weights_message(f"a {WEIGHTS_FILE} file", error)
     if isinstance(error, (ValueError, FileNotFoundError)):
-        return " ".join(str(error).split())
+        return one_line(error)
     return None
 
 
