@@ -88,6 +88,7 @@ __all__ = [
     "hub_endpoint",
     "is_network_error",
     "is_offline",
+    "one_line",
     "require_hub",
     "unreachable_message",
 ]
