@@ -29,6 +29,7 @@ Results go to `--output` (runs, data, `learning.json`, `learning.png`) and, with
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -170,6 +171,14 @@ def run_name(task: str, quality: str, model: str, seed: int, length: int | None)
     return f"{task}-{quality}-{model}-s{seed}{suffix}"
 
 
+def merged_overrides(*texts: str | None) -> str:
+    """`--config_overrides` texts merged left to right (a later field wins), as one text."""
+    from hf_decision_mamba.training.arguments import parse_overrides
+
+    merged = {key: value for text in texts for key, value in parse_overrides(text).items()}
+    return ",".join(f"{key}={json.dumps(value)}" for key, value in merged.items())
+
+
 def train_command(
     args: argparse.Namespace, task: str, quality: str, model: str, seed: int, steps: int, out: Path
 ):
@@ -177,7 +186,7 @@ def train_command(
     size = SIZES[args.size]
     is_dt = model == DT
     dm_only = None if is_dt else args.config_overrides
-    overrides = ",".join(filter(None, [size["config_overrides"], args.all_config_overrides, dm_only]))
+    overrides = merged_overrides(size["config_overrides"], args.all_config_overrides, dm_only)
     command = [
         sys.executable, "-m", "hf_decision_mamba.cli.train",
         "--model_type", "decision_transformer" if is_dt else "decision_mamba",
@@ -343,16 +352,20 @@ def markdown(args: argparse.Namespace, rows: list[dict[str, Any]]) -> str:
 
 
 def plot(args: argparse.Namespace, rows: list[dict[str, Any]], path: Path) -> None:
-    """Final return (mean and 95% CI over seeds) against training steps, one panel per task and quality."""
+    """Final return (mean and 95% CI over seeds) against training steps: a row per quality, a column per task."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = sorted({(r["task"], r["quality"]) for r in rows})
-    figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    qualities = [q for q in args.qualities if any(r["quality"] == q for r in rows)]
+    tasks = [t for t in args.tasks if any(r["task"] == t for r in rows)]
+    figure, axes = plt.subplots(
+        len(qualities), len(tasks), figsize=(4.2 * len(tasks), 3.4 * len(qualities)), squeeze=False
+    )
     means = dataset_means(args)
-    for axis, (task, quality) in zip(axes[0], panels, strict=False):
+    for (row, quality), (column, task) in itertools.product(enumerate(qualities), enumerate(tasks)):
+        axis = axes[row][column]
         for model in args.models:
             points = sorted((r["length"], r["final_mean"], r["final_ci95"]) for r in rows
                             if (r["task"], r["quality"], r["model"]) == (task, quality, model))  # fmt: skip

@@ -41,14 +41,14 @@ def test_models_are_trained_with_one_command_but_the_model(bench, tmp_path):
     assert dm[dm.index("--seed") + 1] == "1"
 
 
-def test_config_overrides_reach_the_dm_only_unless_given_for_all_models(bench, tmp_path):
+def test_config_overrides_reach_the_dm_only_unless_given_for_all_models_and_later_fields_win(bench, tmp_path):
     argv = [
         "--output",
         str(tmp_path),
         "--config-overrides",
         "dropout=0.2",
         "--all-config-overrides",
-        "context_length=8",
+        "context_length=20",
     ]
     args = bench.parse_args(argv)
     dm = bench.train_command(args, "Hopper", "medium", "dmamba-mujoco", 0, 1000, tmp_path / "a")
@@ -57,8 +57,8 @@ def test_config_overrides_reach_the_dm_only_unless_given_for_all_models(bench, t
         name: command[command.index("--config_overrides") + 1] for name, command in (("dm", dm), ("dt", dt))
     }
     assert overrides == {
-        "dm": "hidden_size=64,num_hidden_layers=2,context_length=8,dropout=0.2",
-        "dt": "hidden_size=64,num_hidden_layers=2,context_length=8",
+        "dm": "hidden_size=64,num_hidden_layers=2,context_length=20,dropout=0.2",
+        "dt": "hidden_size=64,num_hidden_layers=2,context_length=20",
     }
 
 
