@@ -303,34 +303,31 @@ def dataset_means(args: argparse.Namespace) -> dict[str, float]:
 
 
 def summary_lines(rows: list[dict[str, Any]], means: dict[str, float]) -> list[str]:
-    """The acceptance checks: DM/DT per length (averaged over tasks), DM above the data, DM stability."""
+    """The acceptance checks per model and quality: DM/DT per length (averaged over tasks), DM above the data's
+    mean at each task's longest length, and DM's stability (each task's longest length over its shortest)."""
     lines = []
     by = {(r["task"], r["quality"], r["model"], r["length"]): r["final_mean"] for r in rows}
-    combos = sorted({(r["task"], r["quality"]) for r in rows})
-    for model in sorted({r["model"] for r in rows} - {DT}):
-        lengths = sorted({r["length"] for r in rows if r["model"] == model})
+    for model, quality in sorted({(r["model"], r["quality"]) for r in rows if r["model"] != DT}):
+        tasks = sorted({r["task"] for r in rows if (r["model"], r["quality"]) == (model, quality)})
+        lengths = {
+            t: sorted(length for (t2, q, m, length) in by if (t2, q, m) == (t, quality, model)) for t in tasks
+        }
         ratios = []
-        for length in lengths:
-            pairs = [(by.get((t, q, model, length)), by.get((t, q, DT, length))) for t, q in combos]
+        for length in sorted(set().union(*lengths.values())):
+            pairs = [(by.get((t, quality, model, length)), by.get((t, quality, DT, length))) for t in tasks]
             pairs = [(dm, dt) for dm, dt in pairs if dm is not None and dt is not None]
             if pairs:
                 ratios.append(
                     f"{length}: {np.mean([dm for dm, _ in pairs]) / np.mean([dt for _, dt in pairs]):.2f}"
                 )
-        above = [
-            by.get((t, q, model, lengths[-1]), -np.inf) >= means.get(f"{t}-{q}", np.inf) for t, q in combos
-        ]
-        stable = [
-            by[(t, q, model, lengths[-1])] / by[(t, q, model, lengths[0])]
-            for t, q in combos
-            if (t, q, model, lengths[0]) in by
-            and (t, q, model, lengths[-1]) in by
-            and by[(t, q, model, lengths[0])] > 0
-        ]
+        last = {t: by[(t, quality, model, lengths[t][-1])] for t in tasks}
+        above = [last[t] >= means.get(f"{t}-{quality}", np.inf) for t in tasks]
+        first = {t: by[(t, quality, model, lengths[t][0])] for t in tasks}
+        stable = [f"{t} {last[t] / first[t]:.2f}" for t in tasks if first[t] > 0]
         lines.append(
-            f"- `{model}`: mean final return / DT's (averaged over tasks) by length {{{', '.join(ratios)}}}; "
-            f"above the data's mean at the longest length on {sum(above)}/{len(above)}; longest/shortest "
-            f"length {', '.join(f'{s:.2f}' for s in stable)}"
+            f"- `{model}` on {quality}: mean final return / DT's (averaged over tasks) by length "
+            f"{{{', '.join(ratios)}}}; above the data's mean at the longest length on {sum(above)}/{len(above)}; "
+            f"longest/shortest length {', '.join(stable)}"
         )
     return lines
 

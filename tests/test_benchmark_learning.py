@@ -76,15 +76,24 @@ def test_final_return_is_the_evaluation_at_that_length_and_best_is_kept_apart(be
     assert rows[4]["best_mean"] == pytest.approx((400.0 + 600.0) / 2)
 
 
-def test_summary_compares_each_model_with_the_dt_and_the_data(bench):
+def test_summary_compares_each_model_with_the_dt_and_the_data_per_quality(bench):
     rows = [
-        {"task": "Hopper", "quality": "medium", "model": model, "length": length, "final_mean": value}
-        for model, length, value in [("dm", 1, 100.0), ("dm", 2, 90.0), ("dt", 1, 50.0), ("dt", 2, 100.0)]
+        {"task": "Hopper", "quality": quality, "model": model, "length": length, "final_mean": value}
+        for quality, model, length, value in [
+            ("medium", "dm", 1, 100.0),
+            ("medium", "dm", 2, 90.0),
+            ("medium", "dt", 1, 50.0),
+            ("medium", "dt", 2, 100.0),
+            ("expert", "dm", 1, 80.0),  # this quality was only measured at the shortest length
+            ("expert", "dt", 1, 40.0),
+        ]
     ]
-    (line,) = bench.summary_lines(rows, {"Hopper-medium": 95.0})
-    assert "1: 2.00, 2: 0.90" in line
-    assert "0/1" in line  # 90 < the data's 95 at the longest length
-    assert "0.90" in line.split("longest/shortest length")[1]
+    expert, medium = bench.summary_lines(rows, {"Hopper-medium": 95.0, "Hopper-expert": 70.0})
+    assert "on medium" in medium and "1: 2.00, 2: 0.90" in medium
+    assert "0/1" in medium  # 90 < the data's 95 at the longest length
+    assert "Hopper 0.90" in medium.split("longest/shortest length")[1]
+    assert "on expert" in expert and "{1: 2.00}" in expert and "1/1" in expert
+    assert "Hopper 1.00" in expert.split("longest/shortest length")[1]
 
 
 def test_update_benchmarks_replaces_only_its_own_section(bench, tmp_path):
