@@ -323,7 +323,7 @@ def summary_lines(rows: list[dict[str, Any]], means: dict[str, float]) -> list[s
         last = {t: by[(t, quality, model, lengths[t][-1])] for t in tasks}
         above = [last[t] >= means.get(f"{t}-{quality}", np.inf) for t in tasks]
         first = {t: by[(t, quality, model, lengths[t][0])] for t in tasks}
-        stable = [f"{t} {last[t] / first[t]:.2f}" for t in tasks if first[t] > 0]
+        stable = [f"{t} {last[t] / first[t]:.3f}" for t in tasks if first[t] > 0]
         lines.append(
             f"- `{model}` on {quality}: mean final return / DT's (averaged over tasks) by length "
             f"{{{', '.join(ratios)}}}; above the data's mean at the longest length on {sum(above)}/{len(above)}; "

@@ -91,9 +91,9 @@ def test_summary_compares_each_model_with_the_dt_and_the_data_per_quality(bench)
     expert, medium = bench.summary_lines(rows, {"Hopper-medium": 95.0, "Hopper-expert": 70.0})
     assert "on medium" in medium and "1: 2.00, 2: 0.90" in medium
     assert "0/1" in medium  # 90 < the data's 95 at the longest length
-    assert "Hopper 0.90" in medium.split("longest/shortest length")[1]
+    assert "Hopper 0.900" in medium.split("longest/shortest length")[1]
     assert "on expert" in expert and "{1: 2.00}" in expert and "1/1" in expert
-    assert "Hopper 1.00" in expert.split("longest/shortest length")[1]
+    assert "Hopper 1.000" in expert.split("longest/shortest length")[1]
 
 
 def test_update_benchmarks_replaces_only_its_own_section(bench, tmp_path):
