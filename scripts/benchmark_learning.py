@@ -6,9 +6,9 @@ The protocol is fixed here, before any result is looked at:
   `medium-replay` (the README's mix of noise and epsilon-random levels, mostly poor episodes) and
   `medium-expert` (noiseless episodes mixed with medium ones). Walker2d's controller is fragile, so its noise
   levels are a tenth of the others'. The seeds and sizes below make every dataset reproducible.
-- Training: every model with the same settings (`--size cpu`: hidden 64, 2 layers, K=8 like the quick start,
-  batch 64, AdamW lr 1e-3, weight decay 1e-4, clip 0.25, 50 warmup steps then a constant rate, dropout 0.1) for
-  each seed in `--seeds`; `--all-config-overrides context_length=20` gives the papers' context to every model.
+- Training: every model with the same settings (`--size cpu`: hidden 64, 2 layers, the preset's K (20), batch 64,
+  AdamW lr 1e-3, weight decay 1e-4, clip 0.25, 50 warmup steps then a constant rate, dropout 0.1) for each seed in
+  `--seeds`; `--all-config-overrides context_length=8` gives every model the quick start's shorter context.
 - Lengths: with the constant schedule the model at step L of a run is exactly the final model of an L-step run,
   so one run per seed is evaluated at every length of `--lengths` (and every `--eval-every` steps in between for
   the best-during-training number). `--schedule cosine` trains one run per length instead.
@@ -59,7 +59,7 @@ QUALITIES: dict[str, dict[str, Any]] = {
 NOISE_SCALE = {"Walker2d": 0.1}
 SIZES: dict[str, dict[str, Any]] = {
     "cpu": {
-        "config_overrides": "hidden_size=64,num_hidden_layers=2,context_length=8",
+        "config_overrides": "hidden_size=64,num_hidden_layers=2",
         "per_device_train_batch_size": 64,
         "learning_rate": 1e-3,
         "warmup_steps": 50,
