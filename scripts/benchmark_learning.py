@@ -376,6 +376,8 @@ def plot(args: argparse.Namespace, rows: list[dict[str, Any]], path: Path) -> No
         if f"{task}-{quality}" in means:
             axis.axhline(means[f"{task}-{quality}"], color="grey", linewidth=0.8, label="data mean")
         axis.set(title=f"{task} {quality}", xlabel="training steps", ylabel="final return", xscale="log")
+        axis.set_xticks(args.lengths, [str(length) for length in args.lengths])
+        axis.minorticks_off()
     axes[0][0].legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
