@@ -131,7 +131,8 @@ class DecisionMambaConfig(PreTrainedConfig):
         norm_type: `"layer_norm"` or `"rms_norm"`.
         use_mlp: Add the 4x GELU MLP after the mixer (DMamba, GLoMa's feed-forward). DeMa has none.
         mlp_ratio: MLP width as a multiple of `hidden_size`.
-        use_timestep_embedding: Add a learned embedding of the episode timestep to every token (DT, DMamba).
+        use_timestep_embedding: Add a learned embedding of the episode timestep to every token (DT, DMamba). The
+            MuJoCo Decision Mamba presets turn it off: with it the model over-fits with longer training.
         residual_in_fp32: Keep the residual stream in float32 under mixed precision (DeMa).
         local_window: GLoMa's local sub-sequence length, in timesteps (1 = one timestep's tokens). Chunks are
             aligned to absolute episode timesteps, so padding and sliding windows do not move them.
