@@ -39,7 +39,8 @@ def variant_rows(folder: Path, model: str, quality: str) -> dict[tuple[str, int]
 
 def table(variants: list[tuple[str, dict]], lengths: list[int]) -> str:
     """Markdown: a row per variant, the final return per task and length, and the mean over tasks per length."""
-    header = ["variant", "seeds", *(f"{t} {n}" for t in TASKS for n in lengths), "mean over tasks"]
+    header = ["variant", "seeds", *(f"{t} {n}" for t in TASKS for n in lengths)]
+    header.append(f"mean over tasks at {' / '.join(map(str, lengths))}")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label, rows in variants:
         cells = [
@@ -69,14 +70,16 @@ def figure(variants: list[tuple[str, dict]], lengths: list[int], quality: str, p
             points = sorted((n, r["final_mean"], r["final_ci95"]) for (t, n), r in rows.items() if t == task)
             if points:
                 steps, mean, half = map(np.array, zip(*points, strict=True))
-                (line,) = axis.plot(steps, mean, marker="o", label=label)
+                style = {"linestyle": "--"} if label.startswith("DT") else {}
+                (line,) = axis.plot(steps, mean, marker="o", label=label, **style)
                 axis.fill_between(steps, mean - half, mean + half, alpha=0.08, color=line.get_color())
     for axis, task in zip(axes, TASKS, strict=True):
         axis.set(title=f"{task} {quality}", xlabel="training steps", ylabel="final return", xscale="log")
         axis.set_xticks(lengths, [str(n) for n in lengths])
         axis.minorticks_off()
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=8)
+    fig.tight_layout(rect=(0, 0.06 * (1 + (len(labels) - 1) // 3), 1, 1))
     fig.savefig(path, dpi=110)
 
 
