@@ -256,6 +256,17 @@ def test_unknown_preset_lists_the_known_ones():
         DecisionMambaConfig.from_preset("gpt")
 
 
+def test_mujoco_decision_mamba_presets_drop_the_timestep_embedding_that_the_paper_and_atari_keep():
+    # Measured: with it Decision Mamba over-fits on MuJoCo with longer training (BENCHMARKS.md, "Learning").
+    for name in ("dmamba-mujoco", "dmamba-hopper"):
+        config = DecisionMambaConfig.from_preset(name)
+        assert (config.block_type, config.use_mlp, config.use_timestep_embedding) == ("dmamba", True, False)
+        assert DecisionMambaModel(config).embed_timestep is None
+    assert DecisionMambaConfig.from_preset("dmamba-atari").use_timestep_embedding
+    paper = DecisionMambaConfig.from_preset("dmamba-mujoco", use_timestep_embedding=True, hidden_size=16)
+    assert DecisionMambaModel(paper).embed_timestep.num_embeddings == paper.max_ep_len
+
+
 def test_presets_reproduce_the_papers_architectures():
     dema = DecisionMambaConfig.from_preset("dema-mujoco")
     assert (dema.norm_type, dema.use_mlp, dema.use_timestep_embedding, dema.token_layout) == (
