@@ -348,6 +348,20 @@ def markdown(args: argparse.Namespace, rows: list[dict[str, Any]]) -> str:
     return "\n".join([header, *body, "", *summary_lines(rows, means)])
 
 
+def draw_curve(axis: Any, points: list[tuple], label: str, alpha: float, **style: Any) -> None:
+    """One model's (steps, mean, 95% half-width) points: a line with markers and its interval shaded alike."""
+    steps, mean, half = map(np.array, zip(*points, strict=True))
+    (line,) = axis.plot(steps, mean, marker="o", label=label, **style)
+    axis.fill_between(steps, mean - half, mean + half, alpha=alpha, color=line.get_color())
+
+
+def steps_axis(axis: Any, title: str, lengths: list[int]) -> None:
+    """Final return against training steps on a log axis ticked at the measured lengths."""
+    axis.set(title=title, xlabel="training steps", ylabel="final return", xscale="log")
+    axis.set_xticks(lengths, [str(length) for length in lengths])
+    axis.minorticks_off()
+
+
 def plot(args: argparse.Namespace, rows: list[dict[str, Any]], path: Path) -> None:
     """Final return (mean and 95% CI over seeds) against training steps: a row per quality, a column per task."""
     import matplotlib
@@ -367,17 +381,11 @@ def plot(args: argparse.Namespace, rows: list[dict[str, Any]], path: Path) -> No
             points = sorted((r["length"], r["final_mean"], r["final_ci95"]) for r in rows
                             if (r["task"], r["quality"], r["model"]) == (task, quality, model))  # fmt: skip
             if points:
-                steps, mean, half = map(np.array, zip(*points, strict=True))
                 style = {"color": "black", "linestyle": "--"} if model == DT else {}
-                axis.plot(steps, mean, marker="o", label="DT" if model == DT else model, **style)
-                axis.fill_between(
-                    steps, mean - half, mean + half, alpha=0.15, **({"color": "black"} if model == DT else {})
-                )
+                draw_curve(axis, points, "DT" if model == DT else model, alpha=0.15, **style)
         if f"{task}-{quality}" in means:
             axis.axhline(means[f"{task}-{quality}"], color="grey", linewidth=0.8, label="data mean")
-        axis.set(title=f"{task} {quality}", xlabel="training steps", ylabel="final return", xscale="log")
-        axis.set_xticks(args.lengths, [str(length) for length in args.lengths])
-        axis.minorticks_off()
+        steps_axis(axis, f"{task} {quality}", args.lengths)
     axes[0][0].legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=110)

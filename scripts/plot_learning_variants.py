@@ -14,12 +14,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-TASKS = ("Hopper", "HalfCheetah", "Walker2d")
+# scripts/ is no package: this script shares benchmark_learning's tasks and curve drawing.
+sys.path.insert(0, str(Path(__file__).parent))
+import benchmark_learning as BENCH  # noqa: E402
+
+TASKS = BENCH.TASKS
 
 
 def parse_variant(text: str) -> tuple[str, Path, str]:
@@ -69,14 +74,10 @@ def figure(variants: list[tuple[str, dict]], lengths: list[int], quality: str, p
         for axis, task in zip(axes, TASKS, strict=True):
             points = sorted((n, r["final_mean"], r["final_ci95"]) for (t, n), r in rows.items() if t == task)
             if points:
-                steps, mean, half = map(np.array, zip(*points, strict=True))
                 style = {"linestyle": "--"} if label.startswith("DT") else {}
-                (line,) = axis.plot(steps, mean, marker="o", label=label, **style)
-                axis.fill_between(steps, mean - half, mean + half, alpha=0.08, color=line.get_color())
+                BENCH.draw_curve(axis, points, label, alpha=0.08, **style)
     for axis, task in zip(axes, TASKS, strict=True):
-        axis.set(title=f"{task} {quality}", xlabel="training steps", ylabel="final return", xscale="log")
-        axis.set_xticks(lengths, [str(n) for n in lengths])
-        axis.minorticks_off()
+        BENCH.steps_axis(axis, f"{task} {quality}", lengths)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=8)
     fig.tight_layout(rect=(0, 0.06 * (1 + (len(labels) - 1) // 3), 1, 1))
