@@ -1,4 +1,4 @@
-"""Atari learning benchmark on a CPU: a small Decision Mamba trained on scripted Breakout data, against random play.
+"""Atari learning benchmark on a CPU: a small Decision Mamba and the DT trained on scripted Breakout data, and random play.
 
 The protocol is fixed here, before any result is looked at:
 - Data: `dmamba collect --behaviour scripted` on ALE/Breakout-v5 (the RAM-reading paddle controller of
@@ -13,11 +13,14 @@ The protocol is fixed here, before any result is looked at:
 - Report: the FINAL model's mean return over seeds with a 95% t-interval, the BEST evaluation during training
   beside it (labelled: it is optimistic), the data's mean return and the random policy's.
 
-The Decision Transformer is not beside it: `transformers`' `DecisionTransformerModel` embeds states with one
-linear layer and predicts continuous actions with a tanh head, so it cannot be trained on frames and discrete
-actions without a model of its own (DT's Atari code has its own GPT with this CNN).
+- The Decision Transformer (added 2026-12-04, before any DT run): the same preset and settings with
+  `block_type=attention`, GPT-2's causal self-attention (one head, as the MuJoCo DT baseline) in place of each
+  Mamba mixer, so the CNN encoder, embeddings, MLPs, heads, loss and acting are the Decision Mamba's.
+  `transformers`' `DecisionTransformerModel` cannot be used: it embeds states with one linear layer and predicts
+  continuous actions with a tanh head (DT's own Atari code has its own GPT with this CNN).
 
     python scripts/benchmark_atari_learning.py --seeds 0 1 2 --update-benchmarks
+    python scripts/benchmark_atari_learning.py --models dt      # the DT only
     python scripts/benchmark_atari_learning.py --render     # redraw the table from saved results
 """
 
@@ -46,6 +49,8 @@ MODEL = {
     "max_steps": 2000,
     "eval_every": 1000,
 }
+MODELS = {"dm": None, "dt": "block_type=attention"}
+"""Model name -> the config fields it adds to `MODEL["config_overrides"]`."""
 EVAL_EPISODES = 10
 DMAMBA = str(
     Path(sys.executable).with_name("dmamba")
@@ -56,6 +61,9 @@ SECTION = "## Learning on Atari: Decision Mamba on scripted Breakout data"
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
+    parser.add_argument(
+        "--models", nargs="+", default=list(MODELS), choices=list(MODELS), help="Decision Mamba, DT"
+    )
     parser.add_argument("--max-steps", type=int, default=MODEL["max_steps"], help="training steps per run")
     parser.add_argument(
         "--eval-every", type=int, default=MODEL["eval_every"], help="steps between evaluations"
@@ -85,12 +93,13 @@ def collect_dataset(args: argparse.Namespace) -> dict[str, float]:
     return json.loads(stats_file.read_text())
 
 
-def train_command(args: argparse.Namespace, seed: int, out: Path) -> list[str]:
-    """The `dmamba train` command of one seed's run."""
+def train_command(args: argparse.Namespace, model: str, seed: int, out: Path) -> list[str]:
+    """The `dmamba train` command of one model's and seed's run: the models differ only in their mixer."""
+    overrides = ",".join(filter(None, [MODEL["config_overrides"], MODELS[model]]))
     return [
         DMAMBA, "train", "--preset", MODEL["preset"],
         "--dataset", str(args.output / "data" / "breakout-scripted"), "--env_id", GAME,
-        "--config_overrides", MODEL["config_overrides"],
+        "--config_overrides", overrides,
         "--per_device_train_batch_size", str(MODEL["per_device_train_batch_size"]),
         "--lr_scheduler_type", "constant_with_warmup", "--warmup_steps", str(MODEL["warmup_steps"]),
         "--max_steps", str(args.max_steps), "--seed", str(seed),
@@ -101,15 +110,21 @@ def train_command(args: argparse.Namespace, seed: int, out: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def train(args: argparse.Namespace, seed: int) -> None:
-    """Train one seed unless its final evaluation exists; the log lands beside the run."""
-    out = args.output / "runs" / f"breakout-dm-s{seed}"
+def run_folder(args: argparse.Namespace, model: str, seed: int) -> Path:
+    return args.output / "runs" / f"breakout-{model}-s{seed}"
+
+
+def train(args: argparse.Namespace, model: str, seed: int) -> None:
+    """Train one run unless its final evaluation exists; the log lands beside the run."""
+    out = run_folder(args, model, seed)
     if args.max_steps in learning.evaluations(out):
         return
     out.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     with open(f"{out}.log", "w") as log:
-        code = subprocess.call(train_command(args, seed, out), stdout=log, stderr=subprocess.STDOUT, env=env)
+        code = subprocess.call(
+            train_command(args, model, seed, out), stdout=log, stderr=subprocess.STDOUT, env=env
+        )
     print(f"{'done' if code == 0 else f'FAILED ({code})'}: {out.name}", flush=True)
 
 
@@ -138,9 +153,9 @@ def random_baseline() -> float:
     return float(report["results"][0]["return_mean"])
 
 
-def collect_results(args: argparse.Namespace) -> dict[str, Any]:
-    """Final and best-during-training returns over the seeds whose runs finished."""
-    histories = [learning.evaluations(args.output / "runs" / f"breakout-dm-s{seed}") for seed in args.seeds]
+def collect_results(args: argparse.Namespace, model: str) -> dict[str, Any]:
+    """One model's final and best-during-training returns over the seeds whose runs finished."""
+    histories = [learning.evaluations(run_folder(args, model, seed)) for seed in args.seeds]
     finished = [history for history in histories if args.max_steps in history]
     final = [history[args.max_steps] for history in finished]
     best = [max(history.values()) for history in finished]
@@ -150,25 +165,32 @@ def collect_results(args: argparse.Namespace) -> dict[str, Any]:
     return {"final": final, "best": best, "by_step": by_step}
 
 
-def markdown(data: dict[str, float], random_mean: float, results: dict[str, Any]) -> str:
-    """The BENCHMARKS table: data, random play and the trained model at each evaluation."""
+MODEL_NAMES = {"dm": "Decision Mamba", "dt": "DT (attention)"}
+
+
+def markdown(data: dict[str, float], random_mean: float, results: dict[str, dict[str, Any]]) -> str:
+    """The BENCHMARKS table: data, random play and each model (`results` by model name) at each evaluation."""
     lines = [
         f"Data: {data['episodes']} episodes, {data['steps']} steps, return mean {data['return_mean']:.1f} "
         f"(min {data['return_min']:.0f}, max {data['return_max']:.0f}). Random policy: {random_mean:.1f}.",
         "",
-        "| training steps | FINAL mean return ± 95% CI | x random | >= data mean | seeds |",
-        "|---|---|---|---|---|",
+        "| model | training steps | FINAL mean return ± 95% CI | x random | >= data mean | seeds |",
+        "|---|---|---|---|---|---|",
     ]
-    for step, values in results["by_step"].items():
-        mean, half = learning.interval(values)
-        ratio = mean / random_mean if random_mean > 0 else float("inf")
-        lines.append(
-            f"| {step} | {mean:.1f} ± {half:.1f} | {ratio:.1f} | "
-            f"{'yes' if mean >= data['return_mean'] else 'no'} | {len(values)} |"
-        )
-    if results["best"]:
-        mean, half = learning.interval(results["best"])
-        lines += ["", f"BEST evaluation during training (optimistic): {mean:.1f} ± {half:.1f}."]
+    bests = []
+    for model, result in results.items():
+        for step, values in result["by_step"].items():
+            mean, half = learning.interval(values)
+            ratio = mean / random_mean if random_mean > 0 else float("inf")
+            lines.append(
+                f"| {MODEL_NAMES[model]} | {step} | {mean:.1f} ± {half:.1f} | {ratio:.1f} | "
+                f"{'yes' if mean >= data['return_mean'] else 'no'} | {len(values)} |"
+            )
+        if result["best"]:
+            mean, half = learning.interval(result["best"])
+            bests.append(f"{MODEL_NAMES[model]} {mean:.1f} ± {half:.1f}")
+    if bests:
+        lines += ["", f"BEST evaluation during training (optimistic): {', '.join(bests)}."]
     return "\n".join(lines)
 
 
@@ -176,12 +198,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     data = collect_dataset(args)
     if not args.render:
-        for seed in args.seeds:
-            train(args, seed)
+        for model in args.models:
+            for seed in args.seeds:
+                train(args, model, seed)
     random_mean = random_baseline()
-    results = collect_results(args)
+    results = {model: collect_results(args, model) for model in args.models}
     (args.output / "atari_learning.json").write_text(
-        json.dumps({"data": data, "random": random_mean, **results}, indent=2)
+        json.dumps({"data": data, "random": random_mean, "models": results}, indent=2)
     )
     text = markdown(data, random_mean, results)
     print(text)

@@ -16,7 +16,7 @@ from .presets import get_preset
 
 logger = logging.get_logger(__name__)
 
-BLOCK_TYPES = ("dmamba", "dema", "gloma")
+BLOCK_TYPES = ("dmamba", "dema", "gloma", "attention")
 TOKEN_LAYOUTS = ("rsa", "ras", "concat")
 NORM_TYPES = ("layer_norm", "rms_norm")
 STATE_ENCODERS = ("linear", "atari_cnn")
@@ -125,6 +125,11 @@ class DecisionMambaConfig(PreTrainedConfig):
         num_hidden_layers: Number of blocks.
         block_type: `"dmamba"` (pre-norm Mamba then optional MLP), `"dema"` (norm + Mamba only) or `"gloma"`
             (MambaDM: global Mamba + local Mamba over sub-sequences, added, then a feed-forward network).
+            `"attention"` puts GPT-2's causal self-attention where the Mamba mixer is: a Decision Transformer
+            trained by the same code, the baseline for inputs `transformers`' DT cannot take (Atari frames,
+            discrete actions). It has no recurrent state, so it acts in window mode only.
+        num_attention_heads: Heads of the `"attention"` mixer (DT's `n_head`, 1 by default); it must divide
+            `hidden_size`. Unused by the Mamba block types.
         token_layout: `"rsa"` (DT: R_t, s_t, a_t, act from the s_t token), `"ras"` (DeMa B3LD: R_t, a_{t-1},
             s_t, act from the last token) or `"concat"` (DeMa BL3D: the three embeddings of (R_t, a_{t-1}, s_t)
             concatenated along features, one token per step).
@@ -173,6 +178,7 @@ class DecisionMambaConfig(PreTrainedConfig):
         embedding_size: int | None = None,
         num_hidden_layers: int = 3,
         block_type: str = "dmamba",
+        num_attention_heads: int = 1,
         token_layout: str = "rsa",
         norm_type: str = "layer_norm",
         use_mlp: bool = True,
@@ -222,6 +228,7 @@ class DecisionMambaConfig(PreTrainedConfig):
         self.embedding_size = embedding_size
         self.num_hidden_layers = num_hidden_layers
         self.block_type = block_type
+        self.num_attention_heads = num_attention_heads
         self.token_layout = token_layout
         self.norm_type = norm_type
         self.use_mlp = use_mlp
@@ -321,6 +328,12 @@ class DecisionMambaConfig(PreTrainedConfig):
             _check_positive(field, getattr(self, field))
         for field in ("expand", "context_length", "max_ep_len", "local_window", "mlp_ratio"):
             _check_positive(field, getattr(self, field))
+        _check_positive("num_attention_heads", self.num_attention_heads)
+        if self.block_type == "attention" and self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"DecisionMambaConfig.num_attention_heads={self.num_attention_heads}: expected a divisor of "
+                f"hidden_size={self.hidden_size} (block_type='attention' splits it into equal heads)."
+            )
         if self.is_discrete:
             _check_positive("n_actions", self.n_actions)
         if self.state_encoder == "atari_cnn" and self.state_shape != [4, 84, 84]:

@@ -3,6 +3,8 @@
 One file covers every variant of the papers through config switches (see `DecisionMambaConfig`):
 DMamba (pre-LN Mamba + MLP), DeMa (RMSNorm + Mamba, fp32 residual, (R_t, a_{t-1}, s_t) tokens or the
 embedding-concatenated layout) and MambaDM's GLoMa (global + local Mamba fused by addition and an MLP).
+`block_type="attention"` swaps the mixer for GPT-2's causal self-attention: the Decision Transformer baseline,
+trained and evaluated by exactly the same code (for Atari frames, which `transformers`' DT cannot take).
 
 Padding is exact: padded positions enter the mixer as zeros with a zero step size, so they never touch the
 convolution or the scan state of real positions. The same weights run a parallel forward (training, window
@@ -42,7 +44,8 @@ class DecisionMambaOutput(ModelOutput):
         last_hidden_state: (batch, K * tokens_per_step, hidden_size) output of the final norm.
         hidden_states: Embedding output plus each block's output, when `output_hidden_states=True`.
         attentions: Each layer's implicit (hidden) attention of its (global) mixer in transformers' 4-D layout,
-            (batch, 1, tokens, tokens): one "head" per layer, the mean over the mixer's channels.
+            (batch, 1, tokens, tokens): one "head" per layer, the mean over the mixer's channels
+            (`block_type="attention"`: the softmax weights, (batch, num_attention_heads, tokens, tokens)).
     """
 
     loss: torch.Tensor | None = None
@@ -249,6 +252,40 @@ def hidden_attention(delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: t
     return attention.masked_fill(~causal, 0.0).mean(1)
 
 
+class DecisionMambaAttention(nn.Module):
+    """GPT-2's causal multi-head self-attention with the Mamba mixer's interface (`block_type="attention"`): the
+    Decision Transformer's mixer, so that a DT trains through the same embeddings, heads, loss and policy."""
+
+    def __init__(self, config: DecisionMambaConfig) -> None:
+        super().__init__()
+        self.heads, self.p = config.num_attention_heads, config.dropout
+        self.qkv_proj = nn.Linear(config.hidden_size, 3 * config.hidden_size)
+        self.out_proj = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(
+        self, hidden: torch.Tensor, mask: torch.Tensor | None = None, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Attention over (batch, L, hidden); a token sees itself and the unpadded tokens before it (`mask`
+        (batch, L) marks real tokens), so padding never reaches a real token."""
+        batch, length, size = hidden.shape
+        q, k, v = (
+            t.view(batch, length, self.heads, -1).transpose(1, 2) for t in self.qkv_proj(hidden).chunk(3, -1)
+        )
+        allowed = torch.ones(length, length, dtype=torch.bool, device=hidden.device).tril()
+        if mask is not None:
+            itself = torch.eye(length, dtype=torch.bool, device=hidden.device)
+            allowed = (allowed & (mask[:, None, None, :] > 0)) | itself
+        dropout = self.p if self.training else 0.0
+        if not output_attentions:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout)
+            weights = None
+        else:
+            scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+            weights = scores.float().masked_fill(~allowed, float("-inf")).softmax(-1).to(q.dtype)
+            y = F.dropout(weights, dropout, self.training) @ v
+        return self.out_proj(y.transpose(1, 2).reshape(batch, length, size)), weights
+
+
 class DecisionMambaDropout(nn.Module):
     """`nn.Dropout` that can also add a residual: `residual + dropout(x)`, one fused pass on the CPU path
     (see `dropout_add`)."""
@@ -286,7 +323,9 @@ class DecisionMambaBlock(GradientCheckpointingLayer):
         super().__init__()
         self.config = config
         self.norm = make_norm(config)
-        self.mixer = DecisionMambaMixer(config)
+        self.mixer = (DecisionMambaAttention if config.block_type == "attention" else DecisionMambaMixer)(
+            config
+        )
         self.local_mixer = DecisionMambaMixer(config) if config.block_type == "gloma" else None
         self.mlp_norm = make_norm(config) if config.use_mlp else None
         self.mlp = DecisionMambaMLP(config) if config.use_mlp else None
@@ -312,7 +351,8 @@ class DecisionMambaBlock(GradientCheckpointingLayer):
         if self.local_mixer is not None:
             local_in, local_mask = local_chunks.split(normed)
             update = update + local_chunks.merge(self.local_mixer(local_in, local_mask)[0])
-        attention = None if attention is None else attention[:, None]  # transformers' (batch, heads=1, L, L)
+        if attention is not None and attention.dim() == 3:
+            attention = attention[:, None]  # transformers' (batch, heads=1, L, L)
         return self._feed_forward(self._residual(residual, update)), attention
 
     def step(
@@ -723,8 +763,17 @@ class DecisionMambaModel(DecisionMambaPreTrainedModel):
 
     # -- recurrent acting ---------------------------------------------------------------------------------
 
+    @property
+    def supports_recurrent_acting(self) -> bool:
+        """Whether `init_cache` / `recurrent_step` exist for this config: every Mamba block type, not attention."""
+        return self.config.block_type != "attention"
+
     def init_cache(self, batch: int) -> DecisionMambaCache:
         """Empty recurrent state for `batch` parallel episodes."""
+        if not self.supports_recurrent_acting:
+            raise ValueError(
+                "block_type='attention' has no recurrent state: expected mode='window' to act with it."
+            )
         weight = self.predict_action.weight
         return DecisionMambaCache(self.config, batch, weight.device, weight.dtype)
 

@@ -46,8 +46,13 @@ class DecisionMambaPolicy:
         if mode not in MODES:
             raise ValueError(f"mode={mode!r}: expected one of {list(MODES)}.")
         config = model.config
-        if mode == "recurrent" and not hasattr(model, "recurrent_step"):
-            raise ValueError(f"mode='recurrent' needs a Decision Mamba model, got {type(model).__name__}.")
+        if mode == "recurrent" and not getattr(
+            model, "supports_recurrent_acting", hasattr(model, "recurrent_step")
+        ):
+            raise ValueError(
+                f"mode='recurrent' needs a Decision Mamba model with Mamba blocks, got {type(model).__name__}"
+                f" (block_type={getattr(config, 'block_type', None)!r}); expected mode='window' for it."
+            )
         self.model = model.eval()
         self.mode = mode
         self.device = torch.device(device) if device is not None else next(model.parameters()).device

@@ -248,7 +248,8 @@ def decision_transformer_config(
     if config.is_discrete or config.state_encoder != "linear":
         raise ValueError(
             f"model_type='decision_transformer' with preset={args.preset!r}: transformers' DecisionTransformerModel "
-            "takes continuous actions and state vectors; expected a MuJoCo preset."
+            "takes continuous actions and state vectors; expected a MuJoCo preset, or for this one "
+            "--config_overrides block_type=attention (a DT: GPT-2's attention in this model)."
         )
     return DecisionTransformerConfig(
         state_dim=config.state_dim,
