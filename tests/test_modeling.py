@@ -13,6 +13,9 @@ from hf_decision_mamba.modeling_decision_mamba import hidden_attention
 from hf_decision_mamba.selective_scan import available_backends
 
 CPU_BACKENDS = [name for name in available_backends() if name != "cuda"]
+# The Decision Transformer inside this model: GPT-2's attention in place of the Mamba mixer (two heads).
+ATTENTION = {"block_type": "attention", "num_attention_heads": 2}
+ATTENTION_MODELS = ["dmamba-mujoco", "dmamba-atari"]
 
 
 def test_every_preset_predicts_one_action_per_step_and_a_loss(preset):
@@ -51,10 +54,13 @@ def test_discrete_loss_is_cross_entropy_over_real_steps():
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
-@pytest.mark.parametrize("preset_name", ALL_PRESETS + ["mambadm-mujoco:window3"])
+@pytest.mark.parametrize(
+    "preset_name",
+    ALL_PRESETS + ["mambadm-mujoco:window3", "dmamba-mujoco:attention", "dmamba-atari:attention"],
+)
 def test_left_padding_does_not_change_real_positions(preset_name, backend):
     preset_name, _, variant = preset_name.partition(":")
-    overrides = {"local_window": 3} if variant == "window3" else {}
+    overrides = {"window3": {"local_window": 3}, "attention": ATTENTION}.get(variant, {})
     model = tiny_model(preset_name, scan_backend=backend, **overrides)
     batch = make_batch(model.config, batch=2, steps=5, start=4)
     plain = model(**batch).action_preds
@@ -92,6 +98,35 @@ def test_prediction_never_depends_on_the_future(preset):
     changed["states"][:, 4:] = changed["states"][:, 4:].flip(0)
     changed["returns_to_go"][:, 4:] += 3.0
     torch.testing.assert_close(model(**changed).action_preds[:, :4], model(**batch).action_preds[:, :4])
+
+
+@pytest.mark.parametrize("preset_name", ATTENTION_MODELS)
+def test_attention_blocks_never_look_ahead_and_return_their_softmax_weights(preset_name):
+    model = tiny_model(preset_name, **ATTENTION)
+    batch = left_pad(make_batch(model.config, steps=5), pad=2)
+    changed = {key: value.clone() for key, value in batch.items()}
+    changed["returns_to_go"][:, 5:] += 3.0
+    plain = model(**batch).action_preds
+    torch.testing.assert_close(model(**changed).action_preds[:, :5], plain[:, :5], rtol=0, atol=0)
+    out = model(**batch, output_attentions=True)
+    torch.testing.assert_close(out.action_preds, plain, rtol=0, atol=1e-6)  # the explicit path is SDPA's
+    tokens = 7 * model.config.tokens_per_step
+    for weights in out.attentions:
+        assert weights.shape == (2, 2, tokens, tokens) and torch.all(weights.triu(1) == 0)
+        torch.testing.assert_close(weights.sum(-1), torch.ones(2, 2, tokens))
+        assert torch.all(
+            weights[..., 2 * model.config.tokens_per_step :, : 2 * model.config.tokens_per_step] == 0
+        )
+
+
+def test_attention_blocks_have_no_recurrent_state_and_say_so():
+    model = tiny_model("dmamba-mujoco", **ATTENTION)
+    assert not model.supports_recurrent_acting and tiny_model("dmamba-mujoco").supports_recurrent_acting
+    with pytest.raises(ValueError, match="block_type='attention'.*expected mode='window'"):
+        model.policy(mode="recurrent")
+    with pytest.raises(ValueError, match="block_type='attention' has no recurrent state"):
+        model.init_cache(2)
+    model.policy(mode="window").reset(2, target_return=1.0)
 
 
 @pytest.mark.parametrize("preset_name", ALL_PRESETS + ["mambadm-mujoco:window2"])
@@ -244,6 +279,14 @@ def test_discrete_actions_must_be_integers_in_range():
         ({"hidden_size": 0}, "DecisionMambaConfig.hidden_size=0: expected a positive integer"),
         ({"action_space": "discrete"}, "DecisionMambaConfig.n_actions=None: expected a positive integer"),
         ({"state_mean": [0.0] * 3, "state_dim": 5}, "state_mean has 3 entries: expected state_dim=5"),
+        (
+            {"block_type": "attention", "hidden_size": 16, "num_attention_heads": 3},
+            "DecisionMambaConfig.num_attention_heads=3: expected a divisor of hidden_size=16",
+        ),
+        (
+            {"num_attention_heads": 0},
+            "DecisionMambaConfig.num_attention_heads=0: expected a positive integer",
+        ),
     ],
 )
 def test_bad_config_raises_a_value_error_naming_the_field(fields, message):

@@ -16,11 +16,20 @@ from transformers import Trainer, TrainingArguments
 
 from conftest import ALL_PRESETS, FixedWindows, make_batch, tiny_config
 from hf_decision_mamba import DecisionMambaConfig, DecisionMambaModel
-from hf_decision_mamba.modeling_decision_mamba import DecisionMambaRMSNorm
+from hf_decision_mamba.modeling_decision_mamba import DecisionMambaMixer, DecisionMambaRMSNorm
 
 # One preset per family: Mamba + MLP on MuJoCo, DeMa's (R, a_{t-1}, s) tokens, DeMa's concatenated layout,
-# GLoMa's global + local mixers, and the Atari CNN encoder with discrete actions.
-COMMON_PRESETS = ["dmamba-mujoco", "dema-mujoco", "dema-mujoco-bl3d", "mambadm-mujoco", "dmamba-atari"]
+# GLoMa's global + local mixers, the Atari CNN encoder with discrete actions, and the Decision Transformer of
+# this model (GPT-2's attention in place of Mamba) on Atari.
+COMMON_PRESETS = [
+    "dmamba-mujoco",
+    "dema-mujoco",
+    "dema-mujoco-bl3d",
+    "mambadm-mujoco",
+    "dmamba-atari",
+    "dmamba-atari:attention",
+]
+VARIANTS = {"attention": {"block_type": "attention", "num_attention_heads": 2}}
 
 # README "Half precision": max |action_preds(half) - action_preds(float32)| at the default initialisation.
 HALF_TOLERANCE = {torch.bfloat16: 0.02, torch.float16: 0.003}
@@ -33,10 +42,16 @@ class DecisionMambaModelTester:
     """Config and inputs factory for one preset (the role of a transformers `ModelTester`)."""
 
     def __init__(self, preset: str, batch_size: int = 3, steps: int = 4) -> None:
-        self.preset, self.batch_size, self.steps = preset, batch_size, steps
+        preset, _, variant = preset.partition(":")
+        self.preset, self.variant, self.batch_size, self.steps = (
+            preset,
+            VARIANTS.get(variant, {}),
+            batch_size,
+            steps,
+        )
 
     def get_config(self, **overrides) -> DecisionMambaConfig:
-        return tiny_config(self.preset, **overrides)
+        return tiny_config(self.preset, **{**self.variant, **overrides})
 
     def prepare_inputs(
         self, config: DecisionMambaConfig, seed: int = 0, batch_size: int | None = None
@@ -125,7 +140,9 @@ class ModelTesterMixin:
             elif isinstance(module, torch.nn.Linear) and module.bias is not None and "dt_proj" not in name:
                 assert torch.all(module.bias == 0), name
         for layer in model.layers:
-            for mixer in filter(None, (layer.mixer, layer.local_mixer)):
+            for mixer in filter(
+                lambda m: isinstance(m, DecisionMambaMixer), (layer.mixer, layer.local_mixer)
+            ):
                 expected = torch.log(torch.arange(1, config.state_size + 1, dtype=torch.float32))
                 torch.testing.assert_close(mixer.A_log, expected.expand_as(mixer.A_log), rtol=0, atol=0)
                 assert torch.all(mixer.D == 1)
@@ -165,14 +182,15 @@ class ModelTesterMixin:
         for name, plain in grads[0].items():
             torch.testing.assert_close(grads[1][name], plain, rtol=0, atol=1e-7, msg=name)
 
-    def test_attentions_are_four_dimensional_with_one_head_per_layer(self, tester):
+    def test_attentions_are_four_dimensional_with_one_head_per_layer_or_per_attention_head(self, tester):
         model = tester.create_model()
         inputs = tester.prepare_inputs(model.config)
         attentions = model(**inputs, output_attentions=True).attentions
         tokens = tester.steps * model.config.tokens_per_step
+        heads = model.config.num_attention_heads if model.config.block_type == "attention" else 1
         assert len(attentions) == model.config.num_hidden_layers
         for attention in attentions:
-            assert attention.shape == (tester.batch_size, 1, tokens, tokens)
+            assert attention.shape == (tester.batch_size, heads, tokens, tokens)
             assert torch.all(attention.triu(1) == 0) and torch.isfinite(attention).all()
 
 
