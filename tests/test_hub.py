@@ -92,6 +92,15 @@ def test_card_metadata_parses_with_huggingface_hub(trained_folder, tmp_path):
     assert "https://huggingface.co/user/tiny-hopper/resolve/main/replay.mp4" in card.text
 
 
+def test_a_card_names_the_attention_blocks_a_decision_transformer(tmp_path):
+    tiny_model("dmamba-mujoco", block_type="attention").save_pretrained(tmp_path / "dt")
+    tiny_model("dmamba-mujoco").save_pretrained(tmp_path / "dm")
+    dt, dm = render_model_card(tmp_path / "dt"), render_model_card(tmp_path / "dm")
+    assert "decision-transformer" in dt.data.tags and "mamba" not in dt.data.tags
+    assert "Decision Transformer (GPT-2 attention" in dt.text and "Decision Transformer" not in dm.text
+    assert {"decision-mamba", "mamba"} <= set(dm.data.tags)
+
+
 def test_card_without_evaluation_or_hub_dataset_has_no_model_index(tmp_path):
     tiny_model("dmamba-mujoco").save_pretrained(tmp_path)
     data = render_model_card(tmp_path).data

@@ -36,10 +36,24 @@ MODEL_ROWS = ("preset", "block_type", "token_layout", "hidden_size", "num_hidden
               "state_size", "context_length", "max_ep_len", "rtg_scale", "target_return", "env_id")  # fmt: skip
 TRAINING_ROWS = ("learning_rate", "per_device_train_batch_size", "max_steps", "num_train_epochs", "warmup_steps",
                  "weight_decay", "max_grad_norm", "lr_scheduler_type", "seed")  # fmt: skip
-FAMILY_TAGS = {
-    "decision_mamba": ["decision-mamba", "mamba"],
-    "decision_transformer": ["decision-transformer"],
+FAMILIES = {  # family -> (the card's name for the model, its tags)
+    "decision_mamba": ("Decision Mamba", ["decision-mamba", "mamba"]),
+    "decision_transformer": ("Decision Transformer (transformers' GPT-2 DT)", ["decision-transformer"]),
+    "attention": (
+        "Decision Transformer (GPT-2 attention in Decision Mamba's model)",
+        ["decision-transformer"],
+    ),
 }
+
+
+def model_family(config: dict[str, Any]) -> str:
+    """`model_type`, or "attention" for a Decision Mamba config whose blocks are attention (a DT)."""
+    model_type = config.get("model_type", "decision_mamba")
+    return (
+        "attention"
+        if model_type == "decision_mamba" and config.get("block_type") == "attention"
+        else model_type
+    )
 
 
 @dataclass
@@ -149,7 +163,7 @@ def eval_results(inputs: CardInputs) -> list[EvalResult]:
 
 def card_data(inputs: CardInputs, model_name: str) -> ModelCardData:
     """The card's YAML metadata."""
-    model_type = inputs.config.get("model_type", "decision_mamba")
+    family = model_family(inputs.config)
     env_ids = sorted(
         {report["env_id"] for report in inputs.evaluations} | {inputs.config.get("env_id") or ""} - {""}
     )
@@ -157,7 +171,7 @@ def card_data(inputs: CardInputs, model_name: str) -> ModelCardData:
     tags = [
         "reinforcement-learning",
         "offline-reinforcement-learning",
-        *FAMILY_TAGS.get(model_type, [model_type]),
+        *FAMILIES.get(family, (None, [family]))[1],
     ]
     tags += [tag for tag in (preset, *env_ids) if tag]
     data = (inputs.training or {}).get("data", {})
@@ -205,12 +219,7 @@ def _training_eval(report: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def _summary(config: dict[str, Any], training: dict[str, Any] | None) -> str:
-    model_type = config.get("model_type", "decision_mamba")
-    kind = (
-        "Decision Mamba"
-        if model_type == "decision_mamba"
-        else "Decision Transformer (transformers' GPT-2 DT)"
-    )
+    kind = FAMILIES.get(model_family(config), FAMILIES["decision_transformer"])[0]
     env_id = config.get("env_id") or "its environment"
     data = (training or {}).get("data", {})
     source = data.get("dataset")
