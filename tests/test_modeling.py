@@ -65,7 +65,8 @@ def test_left_padding_does_not_change_real_positions(preset_name, backend):
     batch = make_batch(model.config, batch=2, steps=5, start=4)
     plain = model(**batch).action_preds
     padded = model(**left_pad(batch, pad=4)).action_preds[:, 4:]
-    torch.testing.assert_close(padded, plain, atol=1e-5, rtol=0)
+    # attention's matrix products run over the padded length too: the same sums, rounded in another order
+    torch.testing.assert_close(padded, plain, atol=1e-4 if variant == "attention" else 1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
