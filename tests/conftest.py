@@ -115,6 +115,8 @@ def left_pad(batch: dict, pad: int) -> dict:
 
 
 ALL_PRESETS = sorted(PRESETS)
+# The Decision Transformer inside this model: GPT-2's attention in place of the Mamba mixer (two heads).
+ATTENTION = {"block_type": "attention", "num_attention_heads": 2}
 
 
 @pytest.fixture(params=ALL_PRESETS)

@@ -7,14 +7,12 @@ import math
 import pytest
 import torch
 
-from conftest import ALL_PRESETS, left_pad, make_batch, tiny_config, tiny_model
+from conftest import ALL_PRESETS, ATTENTION, left_pad, make_batch, tiny_config, tiny_model
 from hf_decision_mamba import DecisionMambaConfig, DecisionMambaModel
 from hf_decision_mamba.modeling_decision_mamba import hidden_attention
 from hf_decision_mamba.selective_scan import available_backends
 
 CPU_BACKENDS = [name for name in available_backends() if name != "cuda"]
-# The Decision Transformer inside this model: GPT-2's attention in place of the Mamba mixer (two heads).
-ATTENTION = {"block_type": "attention", "num_attention_heads": 2}
 ATTENTION_MODELS = ["dmamba-mujoco", "dmamba-atari"]
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from transformers import Trainer, TrainingArguments
 
-from conftest import ALL_PRESETS, FixedWindows, make_batch, tiny_config
+from conftest import ALL_PRESETS, ATTENTION, FixedWindows, make_batch, tiny_config
 from hf_decision_mamba import DecisionMambaConfig, DecisionMambaModel
 from hf_decision_mamba.modeling_decision_mamba import DecisionMambaMixer, DecisionMambaRMSNorm
 
@@ -29,7 +29,7 @@ COMMON_PRESETS = [
     "dmamba-atari",
     "dmamba-atari:attention",
 ]
-VARIANTS = {"attention": {"block_type": "attention", "num_attention_heads": 2}}
+VARIANTS = {"attention": ATTENTION}
 
 # README "Half precision": max |action_preds(half) - action_preds(float32)| at the default initialisation.
 HALF_TOLERANCE = {torch.bfloat16: 0.02, torch.float16: 0.003}
