@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch.export import Dim
 
-from conftest import ALL_PRESETS, make_batch, tiny_model
+from conftest import ALL_PRESETS, ATTENTION, make_batch, tiny_model
 from hf_decision_mamba import PRESETS, selective_scan_ops
 from hf_decision_mamba.selective_scan import available_backends
 
@@ -59,6 +59,10 @@ def test_aot_eager_fullgraph_training_step_equals_eager(preset):
     assert_same_step(preset, "aot_eager", tolerance=1e-6)
 
 
+def test_the_attention_block_compiles_without_graph_break_and_steps_like_eager():
+    assert_same_step("dmamba-mujoco", "aot_eager", tolerance=1e-6, **ATTENTION)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", [*MUJOCO_PRESETS, "dmamba-atari"])
 def test_inductor_training_step_equals_eager(preset):
@@ -80,11 +84,16 @@ EXPORT_PRESETS = [
     "mambadm-mujoco",
     "hf-mamba-dt",
 ]
+EXPORT_MODELS = [*((preset, {}) for preset in EXPORT_PRESETS), ("dmamba-mujoco", ATTENTION)]
 
 
-@pytest.mark.parametrize("preset", EXPORT_PRESETS)
-def test_export_with_static_and_dynamic_sizes_equals_eager(preset):
-    model = tiny_model(preset)
+@pytest.mark.parametrize(
+    ("preset", "overrides"),
+    EXPORT_MODELS,
+    ids=lambda value: value.get("block_type", "") if isinstance(value, dict) else value,
+)
+def test_export_with_static_and_dynamic_sizes_equals_eager(preset, overrides):
+    model = tiny_model(preset, **overrides)
     batch = make_batch(model.config, batch=3, steps=5)
     with torch.no_grad():
         static = torch.export.export(model, args=(), kwargs=batch)
