@@ -26,6 +26,8 @@ CACHE_VARIABLES = {
 for _variable, _folder in CACHE_VARIABLES.items():
     os.environ[_variable] = str(CACHE_ROOT / _folder)
 
+import gymnasium as gym  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -158,3 +160,31 @@ def load_script(name: str):
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+class ShiftedActionsEnv(gym.Env):
+    """Five steps of a constant observation with `Discrete(3, start=-1)` actions: reward 1 for the first
+    action (-1), 0 for the others; an action outside the space raises. Records every action it receives."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (2,), dtype=np.float32)
+    action_space = gym.spaces.Discrete(3, start=-1)
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self.steps = 0
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self.steps = 0
+        return np.zeros(2, dtype=np.float32), {}
+
+    def step(self, action):
+        if not self.action_space.contains(action):
+            raise ValueError(f"action {action!r} is outside {self.action_space}")
+        self.received.append(int(action))
+        self.steps += 1
+        return np.zeros(2, dtype=np.float32), float(action == -1), False, self.steps >= 5, {}
+
+
+SHIFTED_ACTIONS_ENV = "hf-decision-mamba-test/ShiftedActions-v0"
+gym.register(SHIFTED_ACTIONS_ENV, entry_point=ShiftedActionsEnv)

@@ -7,10 +7,12 @@ import re
 import shlex
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import SHIFTED_ACTIONS_ENV
 from hf_decision_mamba.cli import collect
 from hf_decision_mamba.data import collection as collection_module
 from hf_decision_mamba.data import iter_episodes, load_trajectories
@@ -151,3 +153,32 @@ def test_the_command_in_the_embedded_card_reproduces_the_embedded_data(tmp_path)
     assert collect.main(argv) == 0
     made = pq.read_table(tmp_path / "data" / "train-00000-of-00001.parquet")
     assert made.equals(pq.read_table(EMBEDDED / "hopper.parquet"))
+
+
+class IndexModel:
+    """A saved model's stand-in whose window policy always predicts action index 0."""
+
+    def policy(self, mode):
+        return self
+
+    def reset(self, num_envs):
+        pass
+
+    def act(self, observations, rewards):
+        return np.zeros(len(observations), np.int64)
+
+
+def test_discrete_actions_are_recorded_as_indices_from_zero(monkeypatch):
+    """`Discrete(3, start=-1)` takes -1..1; datasets hold 0..2, as models and the Minari loader count."""
+    import transformers
+
+    monkeypatch.setattr(transformers.AutoModel, "from_pretrained", lambda path: IndexModel())
+    for policy, expected in (
+        (collection_module.RandomPolicy(gym.make(SHIFTED_ACTIONS_ENV).action_space, seed=0), {0, 1, 2}),
+        (collection_module.ModelPolicy("some/model", gym.make(SHIFTED_ACTIONS_ENV).action_space), {0}),
+    ):
+        env = gym.make(SHIFTED_ACTIONS_ENV)
+        episodes = list(collection_module.rollout(env, policy, episodes=4, progress=False))
+        recorded = np.concatenate([episode["actions"] for episode in episodes])
+        assert recorded.dtype == np.int64 and set(recorded) == expected
+        np.testing.assert_array_equal(recorded - 1, env.unwrapped.received)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import SHIFTED_ACTIONS_ENV
 from hf_decision_mamba.envs import build_vector_env, make_env
 from hf_decision_mamba.evaluation import (
     SCORE_RANGES,
@@ -442,3 +443,23 @@ def test_replays_can_skip_shadows_and_reflections_for_speed(tmp_path):
     assert is_browser_playable(record_replay("Hopper-v5", protocol, 0, actions, tmp_path / "fast.mp4", total))
     with pytest.raises(ValueError, match="^render_effects="):
         MujocoProtocol(render_effects="off")
+
+
+class IndexPolicy:
+    """Always predicts action index `index` (models count a Discrete space's actions from 0)."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def reset(self, num_envs: int, target_return: float | None = None) -> None:
+        self.num_envs = num_envs
+
+    def act(self, observation: np.ndarray, reward: np.ndarray | None) -> np.ndarray:
+        return np.full(len(observation), self.index, dtype=np.int64)
+
+
+@pytest.mark.parametrize(("index", "expected_return"), [(0, 5.0), (1, 0.0)])
+def test_discrete_indices_are_shifted_to_the_spaces_start(index, expected_return):
+    """Index 0 is `Discrete(3, start=-1)`'s action -1, the only rewarded one (the env raises outside the space)."""
+    result = evaluate_policy(IndexPolicy(index), SHIFTED_ACTIONS_ENV, num_episodes=3, progress=False)
+    assert result["results"][0]["returns"] == [expected_return] * 3

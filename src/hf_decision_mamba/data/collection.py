@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from ..envs.spaces import action_start
 from .atari import split_stacks
 from .schema import (
     ACTIONS,
@@ -193,7 +194,7 @@ class ModelPolicy:
         if self.random_prob and self.rng.random() < self.random_prob:
             return space.sample()
         if hasattr(space, "n"):
-            return np.int64(action)
+            return np.int64(action + action_start(space))
         noisy = np.asarray(action, dtype=np.float64) + self.rng.normal(0.0, self.noise, np.shape(action))
         return np.clip(noisy, space.low, space.high).astype(np.float32)
 
@@ -265,7 +266,8 @@ def rollout(
 ) -> Iterator[dict[str, np.ndarray]]:
     """Yield canonical episodes until `steps` steps (the last episode cut, marked truncated) or `episodes` episodes.
 
-    Episode k is reset with seed `seed + k`.
+    Episode k is reset with seed `seed + k`. Discrete actions are recorded as indices 0..n-1 (the env's
+    `start` subtracted), as models and the Minari loader count them.
     """
     if (steps is None) == (episodes is None):
         raise ValueError(f"steps={steps}, episodes={episodes}; expected exactly one of them.")
@@ -273,7 +275,7 @@ def rollout(
     bar = tqdm(
         total=total, unit="step" if steps is not None else "episode", desc="collecting", disable=not progress
     )
-    done_steps = 0
+    done_steps, start = 0, action_start(env.action_space)
     for index in itertools.count():
         if (episodes is not None and index >= episodes) or (steps is not None and done_steps >= steps):
             break
@@ -283,7 +285,7 @@ def rollout(
         while not ended:
             action = policy.act(observation, reward)
             buffer.observations.append(observation)
-            buffer.actions.append(action)
+            buffer.actions.append(action - start if start else action)
             observation, reward, terminated, truncated, _ = env.step(action)
             done_steps += 1
             cut = steps is not None and done_steps >= steps

@@ -154,13 +154,13 @@ def iter_minari_episodes(data_path: str | os.PathLike) -> Iterator[dict[str, np.
     """
     import gymnasium as gym
 
-    from ..envs.spaces import observation_layout
+    from ..envs.spaces import action_start, observation_layout
 
     dataset = open_minari(data_path)
     where, count = str(data_path), dataset.total_episodes
     layout = observation_layout(dataset.observation_space)
     space = dataset.action_space
-    start = int(space.start) if isinstance(space, gym.spaces.Discrete) else None
+    start = action_start(space) if isinstance(space, gym.spaces.Discrete) else None
     episodes = dataset.iterate_episodes()
     for index in range(count):
         try:

@@ -91,6 +91,12 @@ def action_fields(space: gym.Space) -> dict[str, Any]:
     )
 
 
+def action_start(space: gym.Space) -> int:
+    """The env's first discrete action: `Discrete(n, start=s)` takes s..s+n-1 where models and datasets count
+    0..n-1, so acting adds it and recording subtracts it (0 for every other space)."""
+    return int(space.start) if isinstance(space, gym.spaces.Discrete) else 0
+
+
 def space_fields(observation_space: gym.Space, action_space: gym.Space) -> dict[str, Any]:
     """`state_dim`, `observation_layout` (None when observations are flat) and the action fields of two spaces."""
     layout = observation_layout(observation_space)

@@ -18,6 +18,7 @@ from ..envs.factory import build_vector_env, env_is_native_atari
 from ..envs.protocols import AtariProtocol, check_int, make_protocol
 from ..envs.protocols import Protocol as EnvProtocol
 from ..envs.registry import env_family, resolve_env_id
+from ..envs.spaces import action_start
 from ..policy_decision_mamba import MODES
 from .compatibility import check_model_fits_env, model_config
 from .scores import normalized_score, score_range
@@ -159,14 +160,16 @@ class EpisodeBatch:
 
 def _env_actions(actions: Any, env: Any, rows: np.ndarray | None = None) -> np.ndarray:
     """The policy's actions for the sub-envs `rows` (default: all), in the dtype and shape the vector env takes
-    (clipped to a Box's bounds); any other sub-env, whose episode has ended, gets the first valid action."""
+    (discrete indices shifted to the space's `start`, continuous ones clipped to a Box's bounds); any other
+    sub-env, whose episode has ended, gets the first valid action."""
     space = env.single_action_space
-    shape = () if hasattr(space, "n") else space.shape
-    dtype = np.int64 if hasattr(space, "n") else space.dtype
+    discrete = hasattr(space, "n")
+    shape, dtype = ((), np.int64) if discrete else (space.shape, space.dtype)
+    start = action_start(space)
     rows = np.arange(env.num_envs) if rows is None else rows
-    full = np.zeros((env.num_envs, *shape), dtype=dtype)
-    full[rows] = np.asarray(actions).astype(dtype).reshape(len(rows), *shape)
-    return full if hasattr(space, "n") else np.clip(full, space.low, space.high)
+    full = np.full((env.num_envs, *shape), start, dtype=dtype)
+    full[rows] = np.asarray(actions).astype(dtype).reshape(len(rows), *shape) + start
+    return full if discrete else np.clip(full, space.low, space.high)
 
 
 class _Rollout:
