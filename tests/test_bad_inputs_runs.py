@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 from datasets import Dataset
+from safetensors.torch import load_file
 
 from conftest import tiny_model
 from hf_decision_mamba import DecisionMambaConfig, DecisionMambaModel
@@ -179,6 +180,23 @@ def trained_anew_on_the_new_data(outcome: Outcome) -> None:
     summary = json.loads((outcome.folder / "training_args.json").read_text())["dataset_summary"]
     assert summary["episodes"] == 5
     assert snapshot(outcome.folder)["model.safetensors"] != outcome.extra["before"]["model.safetensors"]
+
+
+def train_diverging(tmp_path, capsys):
+    """Train at a learning rate that turns the weights into NaN after the first step."""
+    data = _episodes_file(tmp_path / "data" / "hopper.parquet", 6)
+    argv = _train_argv(tmp_path / "run", data, "--max_steps", "4", "--save_steps", "1", "--learning_rate", "1e12",
+                       "--max_grad_norm", "0")  # fmt: skip
+    status, err = call(train_cli.main, argv, capsys)
+    return Outcome(status, err, tmp_path / "run")
+
+
+def no_model_saved(outcome: Outcome) -> None:
+    """Only the checkpoint of the step before the NaN loss (finite, resumable), and no model or results."""
+    visible = sorted(path.name for path in outcome.folder.iterdir() if not path.name.startswith("."))
+    assert visible == ["checkpoint-1", "run_record.json"]
+    weights = load_file(outcome.folder / "checkpoint-1" / "model.safetensors")
+    assert all(torch.isfinite(tensor).all() for tensor in weights.values())
 
 
 def nothing_written(outcome: Outcome) -> None:
@@ -432,6 +450,9 @@ CASES = [
                  unchanged, id="train: other hidden size is refused"),
     pytest.param(rerun_other_return_scale, "run", 2, ("data.rtg_scale=None (this run: 100.0)", RERUN_HINT),
                  unchanged, id="train: other return-to-go scale is refused"),
+    pytest.param(train_diverging, "", 2,
+                 ("training step 2: the loss is nan", "--learning_rate (now 1e+12)", "--max_grad_norm (now 0)"),
+                 no_model_saved, id="train: a diverging run stops at its first NaN loss and saves no model"),
     pytest.param(rerun_without_record, "run", 2, ("without run_record.json", RERUN_HINT), unchanged,
                  id="train: folder with an unrecorded run is refused"),
     pytest.param(rerun_other_data_overwrite, "run", 0, (), trained_anew_on_the_new_data,
