@@ -96,13 +96,14 @@ def non_finite_loss_message(loss: float, step: int, args: Any) -> str:
         f"training step {step}: the loss is {loss}, so the weights or the batch are no longer finite and the run "
         f"stopped without saving this model; expected a finite loss: lower --learning_rate (now "
         f"{args.learning_rate:g}), clip gradients with --max_grad_norm (now {args.max_grad_norm:g})"
-        + (f" or train without {precision}" if precision else "")
-        + ", or resume from an earlier checkpoint"
+        + (f", train without {precision}" if precision else "")
+        + " or resume from an earlier checkpoint"
     )
 
 
 class DecisionTrainer(Trainer):
-    """`transformers.Trainer` with atomic checkpoints and allow-listed Hub pushes (see the module docstring).
+    """`transformers.Trainer` that stops at a non-finite loss, with atomic checkpoints and allow-listed Hub pushes
+    (see the module docstring).
 
     `hub_api` replaces `huggingface_hub.HfApi()` for pushes (tests use a recording stand-in);
     `saved_checkpoints` lists the checkpoints this process moved into place (only the saving rank has any).
