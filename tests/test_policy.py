@@ -168,3 +168,16 @@ def test_policy_rejects_bad_observations_and_modes():
         policy.act(np.zeros((2, 4), np.float32))
     with pytest.raises(ValueError, match="target_return: got None"):
         tiny_model("dmamba-mujoco").policy().reset(1)
+
+
+@pytest.mark.parametrize("mode", ["window", "recurrent"])
+@pytest.mark.parametrize("preset", ["dmamba-mujoco", "dmamba-atari"])
+def test_a_model_with_nan_weights_stops_instead_of_acting(preset, mode):
+    """Greedy argmax over NaN logits is action 0, a plausible policy; the policy refuses to act instead."""
+    model = tiny_model(preset, context_length=4)
+    with torch.no_grad():
+        model.predict_action.bias.fill_(float("nan"))
+    policy = model.policy(mode=mode, target_return=10.0)
+    policy.reset(2)
+    with pytest.raises(ValueError, match=r"step 0: the model predicted NaN or inf action values"):
+        policy.act(ToyEnv(model.config, 2).reset())

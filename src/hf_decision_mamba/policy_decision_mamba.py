@@ -231,6 +231,12 @@ class DecisionMambaPolicy:
         return next(self.model.parameters()).dtype
 
     def _choose(self, preds: torch.Tensor) -> torch.Tensor:
+        """The action from the model's predictions; non-finite ones stop (argmax would turn NaN into action 0)."""
+        if not torch.isfinite(preds).all():
+            raise ValueError(
+                f"step {self.timestep}: the model predicted NaN or inf action values; expected finite predictions "
+                "(a model with NaN or inf weights, e.g. from a diverged run, predicts them)"
+            )
         if not self.discrete:
             return preds.float()
         if self.deterministic:
