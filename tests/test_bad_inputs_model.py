@@ -188,6 +188,21 @@ def test_all_labels_ignored_give_zero_loss_not_nan():
     assert loss.item() == 0.0
 
 
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_a_diverged_model_stops_at_its_nan_loss(compiled):
+    """Finite inputs, NaN weights: the loss is refused (a ValueError eagerly, an assert in the compiled graph)
+    rather than returned for the Trainer to average away."""
+    model = tiny_model("dmamba-mujoco")
+    batch = make_batch(model.config)
+    with torch.no_grad():
+        model.predict_action.weight.fill_(float("nan"))
+    forward = torch.compile(model, backend="aot_eager", fullgraph=True) if compiled else model
+    error = (RuntimeError, ValueError) if compiled else ValueError
+    with pytest.raises(error, match="loss: .*expected a finite number"):
+        forward(**batch, labels=batch["actions"])
+    assert torch.isnan(model(**batch).action_preds).all()  # without labels there is no loss to check
+
+
 def test_left_padding_and_bool_or_float_masks_are_accepted():
     """The valid layouts still work: left padding, a bool mask, a float 0/1 mask give the same predictions."""
     model = tiny_model("dmamba-mujoco")

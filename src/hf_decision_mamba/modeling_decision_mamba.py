@@ -27,7 +27,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_decision_mamba import DecisionMambaConfig
 from .selective_scan import causal_conv1d, dropout_add, selective_scan, selective_state_update
-from .validation_decision_mamba import IGNORE_INDEX, check_forward_inputs
+from .validation_decision_mamba import IGNORE_INDEX, check_finite_loss, check_forward_inputs
 
 # ----------------------------------------------------------------------------------------------------------
 # Outputs and recurrent cache
@@ -747,11 +747,10 @@ class DecisionMambaModel(DecisionMambaPreTrainedModel):
         hidden = self.norm_f(hidden.to(self.norm_f.weight.dtype))
         step_hidden = hidden.reshape(batch, steps, tokens_per_step, -1)[:, :, self.action_token]
         action_preds = self._predict_actions(step_hidden)
-        loss = (
-            None
-            if labels is None
-            else masked_action_loss(action_preds, labels, attention_mask, self.config.is_discrete)
-        )
+        loss = None
+        if labels is not None:
+            loss = masked_action_loss(action_preds, labels, attention_mask, self.config.is_discrete)
+            check_finite_loss(loss)
         output = DecisionMambaOutput(
             loss=loss,
             action_preds=action_preds,

@@ -83,6 +83,22 @@ class ValueChecks:
                 raise ValueError(detail())
 
 
+def check_finite_loss(loss: torch.Tensor) -> None:
+    """The loss must be finite. The inputs were checked, so a NaN or inf loss means the weights diverged; without
+    this stop the Trainer logs it as the running average and saves the broken weights as the model."""
+    checks = ValueChecks()
+    advice = (
+        "the weights or activations are no longer finite (a diverged run): lower --learning_rate, clip gradients "
+        "with --max_grad_norm or train without --fp16/--bf16, and resume from a checkpoint written before it."
+    )
+    checks.add(
+        torch.isfinite(loss).all(),
+        f"loss: expected a finite number; {advice}",
+        lambda: f"loss: got {loss.item()}, expected a finite number; {advice}",
+    )
+    checks.run()
+
+
 def _first_row(bad: torch.Tensor) -> int:
     return int(bad.nonzero()[0, 0])
 

@@ -1,10 +1,8 @@
 """`DecisionTrainer`: the plain `transformers.Trainer` with safe persistence.
 
 Training (loop, loss from the model's `labels`, sampler sharding, schedule, logging) is the Trainer's own. Only
-three things change, all about what reaches the disk and the Hub:
+two things change, both about what reaches the disk and the Hub:
 
-- the first non-finite training loss stops the run with a `ValueError` naming the step and the settings to
-  change (the Trainer would log it as the running average and save the broken weights as the model);
 - checkpoints are written into `<output_dir>/.staging/checkpoint-N` and renamed into place once complete (after
   every rank wrote its RNG state), so a kill never leaves a half-written `checkpoint-N` for a resume to pick;
 - Hub pushes (`push_to_hub`, `hub_strategy`) upload an allow-listed folder with a rendered model card instead of
@@ -20,7 +18,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import torch
 from transformers import Trainer
 from transformers.trainer_utils import (
     PREFIX_CHECKPOINT_DIR,
@@ -89,21 +86,8 @@ def replace_directory(source: Path, target: Path) -> None:
         os.replace(source, target)
 
 
-def non_finite_loss_message(loss: float, step: int, args: Any) -> str:
-    """Why a run stopped at a non-finite loss, and which settings usually cause one."""
-    precision = "--bf16" if args.bf16 else "--fp16" if args.fp16 else None
-    return (
-        f"training step {step}: the loss is {loss}, so the weights or the batch are no longer finite and the run "
-        f"stopped without saving this model; expected a finite loss: lower --learning_rate (now "
-        f"{args.learning_rate:g}), clip gradients with --max_grad_norm (now {args.max_grad_norm:g})"
-        + (f", train without {precision}" if precision else "")
-        + " or resume from an earlier checkpoint"
-    )
-
-
 class DecisionTrainer(Trainer):
-    """`transformers.Trainer` that stops at a non-finite loss, with atomic checkpoints and allow-listed Hub pushes
-    (see the module docstring).
+    """`transformers.Trainer` with atomic checkpoints and allow-listed Hub pushes (see the module docstring).
 
     `hub_api` replaces `huggingface_hub.HfApi()` for pushes (tests use a recording stand-in);
     `saved_checkpoints` lists the checkpoints this process moved into place (only the saving rank has any).
@@ -115,18 +99,6 @@ class DecisionTrainer(Trainer):
         self._staging = False
         self._deferred_push = False
         super().__init__(*args, **kwargs)
-
-    # -- no silent divergence -------------------------------------------------------------------------------
-
-    def training_step(
-        self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None
-    ) -> torch.Tensor:
-        """`Trainer.training_step`, stopped at a NaN or infinite loss before anything is saved (the Trainer checks
-        every step's loss the same way, so this adds no synchronisation)."""
-        loss = super().training_step(model, inputs, num_items_in_batch)
-        if not torch.isfinite(loss).all():
-            raise ValueError(non_finite_loss_message(float(loss), self.state.global_step + 1, self.args))
-        return loss
 
     # -- atomic checkpoints ---------------------------------------------------------------------------------
 
