@@ -1,5 +1,5 @@
-"""Input checks of `DecisionMambaModel.forward` and `DecisionMambaPolicy.act`: one-line `ValueError`s naming the
-field, what was received and what is expected.
+"""Input checks of `DecisionMambaModel.forward` and `DecisionMambaPolicy.act`, and the finite-loss check of
+`forward`: one-line `ValueError`s naming the field, what was received and what is expected.
 
 Checks on types, dtypes and shapes are plain Python (tracing specialises or guards on them). Checks on values
 (ranges, NaN/inf, the 0/1 left-padded mask) are data-dependent: in eager mode they raise a detailed
