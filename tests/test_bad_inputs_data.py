@@ -398,6 +398,16 @@ CASES = [
         r"^DecisionMambaConfig\.state_std\[1\]=nan: expected a finite number within float32's range",
     ),
     Case(
+        "config with a string for a boolean field",
+        lambda tmp: DecisionMambaConfig(action_tanh="False"),
+        r"^DecisionMambaConfig\.action_tanh='False': expected true or false \(a boolean\)\.$",
+    ),
+    Case(
+        "config.json with a number for a boolean field",
+        lambda tmp: AutoConfig.from_pretrained(saved_config(tmp, use_timestep_embedding=0)),
+        r"^DecisionMambaConfig\.use_timestep_embedding=0: expected true or false \(a boolean\)\.$",
+    ),
+    Case(
         "config rtg_scale=inf",
         lambda tmp: DecisionMambaConfig(rtg_scale=float("inf")),
         r"^DecisionMambaConfig\.rtg_scale=inf: expected a positive number within float32's range\.$",

@@ -46,7 +46,7 @@ def test_config_overrides_reach_the_dm_only_unless_given_for_all_models_and_late
         "--output",
         str(tmp_path),
         "--config-overrides",
-        "dropout=0.2",
+        "dropout=0.2,action_tanh=False",
         "--all-config-overrides",
         "context_length=20",
     ]
@@ -57,7 +57,7 @@ def test_config_overrides_reach_the_dm_only_unless_given_for_all_models_and_late
         name: command[command.index("--config_overrides") + 1] for name, command in (("dm", dm), ("dt", dt))
     }
     assert overrides == {
-        "dm": "hidden_size=64,num_hidden_layers=2,context_length=20,dropout=0.2",
+        "dm": "hidden_size=64,num_hidden_layers=2,context_length=20,dropout=0.2,action_tanh=false",
         "dt": "hidden_size=64,num_hidden_layers=2,context_length=20",
     }
 

@@ -95,6 +95,15 @@ def test_bad_config_overrides_are_value_errors(overrides, message):
         build_config(ModelArguments(config_overrides=overrides), env_id=None)
 
 
+def test_config_overrides_read_true_and_false_in_any_case_as_booleans():
+    # "False" used to stay a string, and a string is truthy: the override silently did the opposite.
+    overrides = "action_tanh=False,use_mlp=TRUE,use_timestep_embedding=false"
+    config = build_config(ModelArguments(config_overrides=overrides), env_id=None)
+    assert (config.action_tanh, config.use_mlp, config.use_timestep_embedding) == (False, True, False)
+    with pytest.raises(ValueError, match=r"action_tanh='no': expected true or false"):
+        build_config(ModelArguments(config_overrides="action_tanh=no"), env_id=None)
+
+
 @pytest.mark.parametrize(
     ("dataset", "config", "env_id"),
     [("embedded:hopper", None, "Hopper-v5"), ("d4rl:walker2d-medium-v2", None, "Walker2d-v5"),

@@ -22,6 +22,14 @@ NORM_TYPES = ("layer_norm", "rms_norm")
 STATE_ENCODERS = ("linear", "atari_cnn")
 ACTION_SPACES = ("continuous", "discrete")
 SCAN_BACKENDS = ("auto", "cuda", "fused_cpu", "torch")
+BOOL_FIELDS = (
+    "action_tanh",
+    "use_mlp",
+    "use_timestep_embedding",
+    "residual_in_fp32",
+    "use_bias",
+    "use_conv_bias",
+)
 # torch.finfo(torch.float32).max: states are normalised and returns scaled in float32.
 FLOAT32_MAX = 3.4028234663852886e38
 
@@ -34,6 +42,12 @@ def _check_choice(field: str, value: object, choices: tuple) -> None:
 def _is_float32(value: object) -> bool:
     """Whether `value` is a real number that stays finite in float32 (NaN fails the comparison)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= FLOAT32_MAX
+
+
+def _check_bool(field: str, value: object) -> None:
+    # A string such as "False" would pass every truth test as True.
+    if not isinstance(value, bool):
+        raise ValueError(f"DecisionMambaConfig.{field}={value!r}: expected true or false (a boolean).")
 
 
 def _check_positive(field: str, value: object) -> None:
@@ -329,6 +343,8 @@ class DecisionMambaConfig(PreTrainedConfig):
         for field in ("expand", "context_length", "max_ep_len", "local_window", "mlp_ratio"):
             _check_positive(field, getattr(self, field))
         _check_positive("num_attention_heads", self.num_attention_heads)
+        for field in BOOL_FIELDS:
+            _check_bool(field, getattr(self, field))
         if self.block_type == "attention" and self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"DecisionMambaConfig.num_attention_heads={self.num_attention_heads}: expected a divisor of "

@@ -260,12 +260,16 @@ def parse_train_args(
 
 
 def parse_overrides(text: str | None) -> dict[str, Any]:
-    """`"hidden_size=64,state_shape=[4,84,84],embedding_size=null"` -> a dict of JSON values (else strings)."""
+    """`"hidden_size=64,state_shape=[4,84,84],embedding_size=null"` -> a dict of JSON values (else strings);
+    `True` / `False` in any case are booleans, as transformers' `update_from_string` reads them."""
     overrides: dict[str, Any] = {}
     for item in filter(None, (part.strip() for part in re.split(r",(?=\s*\w+\s*=)", text or ""))):
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"config_overrides item {item!r}: expected key=value.")
+        if raw.strip().lower() in ("true", "false"):
+            overrides[key.strip()] = raw.strip().lower() == "true"
+            continue
         try:
             overrides[key.strip()] = json.loads(raw)
         except json.JSONDecodeError:
