@@ -163,6 +163,18 @@ def test_decision_transformer_adaptor_adds_the_masked_loss_and_saves_a_plain_dt(
     torch.testing.assert_close(plain.eval()(**batch).action_preds, output.action_preds)
 
 
+def test_the_decision_transformer_adaptor_stops_at_a_nan_loss_like_decision_mamba():
+    args = ModelArguments(
+        model_type="decision_transformer", config_overrides="hidden_size=16,num_hidden_layers=1"
+    )
+    model = build_model(build_config(args, env_id="Hopper-v5"), args)
+    batch = make_batch(build_config(ModelArguments(), env_id="Hopper-v5"), batch=2, steps=4)
+    with torch.no_grad():
+        model.predict_action[0].weight.fill_(float("nan"))
+    with pytest.raises(ValueError, match=r"^loss: got nan, expected a finite number; .*--learning_rate"):
+        model(**batch, labels=batch["actions"])
+
+
 def test_optimizer_groups_decay_only_linear_and_conv_weights():
     args = ModelArguments(
         model_type="decision_transformer", config_overrides="hidden_size=16,num_hidden_layers=1"

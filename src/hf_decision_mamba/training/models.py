@@ -31,6 +31,7 @@ from ..loading import load_config, load_pretrained
 from ..modeling_decision_mamba import DecisionMambaModel, masked_action_loss, weight_decay_param_groups
 from ..policy_decision_mamba import DecisionMambaPolicy
 from ..presets import DEFAULT_TARGET_RETURNS
+from ..validation_decision_mamba import check_finite_loss
 from .arguments import ModelArguments, parse_overrides
 
 # Attributes a Decision Transformer config carries on top of its own fields, so that it acts like a Decision Mamba.
@@ -100,6 +101,8 @@ class DecisionTransformerForTraining(DecisionTransformerModel):
         )
         mask = torch.ones_like(labels[..., 0]) if attention_mask is None else attention_mask
         loss = None if labels is None else masked_action_loss(output.action_preds, labels, mask)
+        if loss is not None:
+            check_finite_loss(loss)  # a diverged run stops here, as Decision Mamba's forward does
         result = DecisionTransformerTrainingOutput(loss=loss, **output)
         return result if return_dict is not False else result.to_tuple()
 
