@@ -130,6 +130,26 @@ def test_same_seeds_give_identical_returns_and_batching_does_not_matter():
     assert other_seed["returns"][:3] == first["returns"][1:]
 
 
+class UnsquashedPolicy(LinearPolicy):
+    """LinearPolicy's actions times 4, mostly beyond Hopper's [-1, 1]: what a head without tanh may predict."""
+
+    def __init__(self, clip: bool = False):
+        super().__init__()
+        self.clip = clip
+
+    def act(self, observation: np.ndarray, reward: np.ndarray | None) -> np.ndarray:
+        actions = 4 * super().act(observation, reward)
+        return np.clip(actions, -1.0, 1.0) if self.clip else actions
+
+
+def test_continuous_actions_beyond_the_bounds_are_clipped_before_the_environment_sees_them():
+    # MuJoCo clips the control itself, but the reward's control cost takes the action as given.
+    kwargs = {"num_episodes": 3, "max_episode_steps": 40, "progress": False}
+    returns = evaluate_policy(UnsquashedPolicy(), "hopper", **kwargs)["results"][0]["returns"]
+    np.testing.assert_allclose(returns, manual_returns(UnsquashedPolicy(clip=True), range(3), 40), rtol=1e-6)
+    assert not np.allclose(returns, manual_returns(UnsquashedPolicy(), range(3), 40), rtol=1e-6)
+
+
 def test_each_episode_counts_only_until_its_first_end():
     # gain 0.1: seeds 0-3 end by termination at 57, 56, 58 steps and by truncation at 60
     result = evaluate_policy(LinearPolicy(), "hopper", num_episodes=4, max_episode_steps=60, progress=False)
